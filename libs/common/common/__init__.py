@@ -1,0 +1,1 @@
+"""Shared plumbing for every service: events, outbox, consumer runner, database, logging, settings."""
