@@ -1,0 +1,43 @@
+"""Settings shared by every service, read from the environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs to run. Environment variables use the field names in upper case."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    service_name: str = "service"
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        description="Administrative URL: used to apply migrations and create the service's own role.",
+    )
+    db_schema: str = Field(default="", description="Defaults to the service name.")
+    db_app_password: str | None = Field(
+        default=None, description="Password of the service's least-privilege role; derived if unset."
+    )
+    db_pool_max: int = 10
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = Field(default="", description="Prefix of every topic name (tests, tenants).")
+    topic_partitions: int = 3
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    log_format: str = Field(default="json", description="'json' or 'console'.")
+    log_level: str = "info"
+    outbox_poll_seconds: float = 1.0
+    outbox_retention_days: float = 7.0
+    token_secret: str = Field(
+        default="dev-only-secret-change-me-0123456789abcdef",
+        description="HMAC secret for people's tokens and acknowledgement links (intake and notify share it).",
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000", description="Where people open links (intake or the web app)."
+    )
+
+    @property
+    def schema(self) -> str:
+        return self.db_schema or self.service_name
