@@ -39,5 +39,5 @@ class ServiceSettings(BaseSettings):
     )
 
     @property
-    def schema(self) -> str:
+    def schema_name(self) -> str:
         return self.db_schema or self.service_name

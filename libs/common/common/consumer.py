@@ -1,0 +1,225 @@
+"""The consumer runner: "on topic T, call handler(event, conn)", with exactly-once effects.
+
+Each batch is handled in one PostgreSQL transaction that also records the event ids in the inbox,
+so a redelivered event has no second effect. Offsets are committed only after that transaction.
+If a handler fails, the batch is rolled back and re-run one event at a time to find the poison
+message, which goes to `<topic>.dlq` (through the outbox, so that too is exactly-once) with its
+error; the runner carries on. Database or broker outages are waited out, never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from common.aio import sleep_unless_stopped
+from common.db import Connection
+from common.events import CloudEvent, MalformedEvent, parse_event
+from common.kafka import ensure_topics
+from common.logging import event_context
+from common.outbox import enqueue_raw
+from common.topics import TopicNames, dead_letter_topic
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[CloudEvent, Connection], Awaitable[None]]
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One Kafka record as the runner sees it: parsed, or with the reason it could not be."""
+
+    record: ConsumerRecord[bytes, bytes]
+    topic: str
+    event: CloudEvent | None
+    error: str | None
+
+    @property
+    def event_id(self) -> str:
+        if self.event is not None:
+            return self.event.id
+        return "malformed:" + hashlib.sha256(self.record.value or b"").hexdigest()
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        bootstrap: str,
+        topic_names: TopicNames,
+        group: str,
+        handlers: Mapping[str, Handler],
+        partitions: int = 3,
+        max_batch: int = 500,
+    ) -> None:
+        self._pool = pool
+        self._bootstrap = bootstrap
+        self._topics = topic_names
+        self._group = group
+        self._handlers = dict(handlers)
+        self._partitions = partitions
+        self._max_batch = max_batch
+        self.processed_total = 0
+        self.dead_lettered_total = 0
+        self.lag = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; a broker outage restarts the Kafka consumer with backoff."""
+        backoff = 0.5
+        while not stop.is_set():
+            consumer: AIOKafkaConsumer | None = None
+            try:
+                consumer = await self._start_consumer()
+                backoff = 0.5
+                await self._consume(consumer, stop)
+            except (KafkaError, OSError) as exc:
+                log.warning("consumer.broker_unavailable", group=self._group, error=str(exc), retry_in=backoff)
+                await sleep_unless_stopped(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if consumer is not None:
+                    await consumer.stop()
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        physical = [self._topics.physical(t) for t in self._handlers]
+        await ensure_topics(self._bootstrap, physical, self._partitions)
+        consumer = AIOKafkaConsumer(
+            *physical,
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # a group whose offsets vanished re-reads; the inbox absorbs repeats
+            max_poll_records=self._max_batch,
+            metadata_max_age_ms=5000,
+        )
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        return consumer
+
+    async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=self._max_batch)
+            records = [r for partition_records in batch.values() for r in partition_records]
+            if not records:
+                continue
+            deliveries = [self._parse(r) for r in records]
+            await self._handle_until_done(deliveries, stop)
+            await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+            self.lag = sum(
+                max(0, (consumer.highwater(tp) or 0) - (rs[-1].offset + 1)) for tp, rs in batch.items()
+            )
+
+    def _parse(self, record: ConsumerRecord[bytes, bytes]) -> Delivery:
+        topic = self._topics.logical(record.topic)
+        try:
+            return Delivery(record, topic, parse_event(record.value), None)
+        except MalformedEvent as exc:
+            return Delivery(record, topic, None, str(exc))
+
+    async def _handle_until_done(self, deliveries: list[Delivery], stop: asyncio.Event) -> None:
+        """Handle a batch; transient failures are retried (the batch is not committed meanwhile)."""
+        backoff = 0.2
+        while True:
+            try:
+                await self._handle_batch(deliveries)
+                return
+            except TRANSIENT_ERRORS as exc:
+                log.warning("consumer.transient_failure", group=self._group, error=repr(exc), retry_in=backoff)
+                await asyncio.sleep(backoff)  # not interruptible: a batch is finished before shutdown
+                backoff = min(backoff * 2, 5.0)
+
+    async def _handle_batch(self, deliveries: list[Delivery]) -> None:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                fresh = await self._claim(conn, deliveries)
+                for d in deliveries:
+                    if d.event_id in fresh:
+                        if d.event is None:
+                            raise MalformedEvent(d.error or "malformed")
+                        await self._dispatch(d, conn)
+            self.processed_total += len(fresh)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 - one bad event must not stop the others: isolate it
+            if len(deliveries) == 1:
+                raise
+            for d in deliveries:
+                await self._handle_one(d)
+
+    async def _handle_one(self, d: Delivery) -> None:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if d.event_id not in await self._claim(conn, [d]):
+                    return
+                if d.event is None:
+                    raise MalformedEvent(d.error or "malformed")
+                await self._dispatch(d, conn)
+            self.processed_total += 1
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - poison: dead-letter it and carry on
+            await self._dead_letter(d, exc)
+
+    async def _claim(self, conn: Connection, deliveries: list[Delivery]) -> set[str]:
+        rows = await conn.fetch(
+            "INSERT INTO inbox (consumer, event_id, topic) "
+            "SELECT $1, e, t FROM unnest($2::text[], $3::text[]) AS u(e, t) "
+            "ON CONFLICT DO NOTHING RETURNING event_id",
+            self._group,
+            [d.event_id for d in deliveries],
+            [d.topic for d in deliveries],
+        )
+        return {r["event_id"] for r in rows}
+
+    async def _dispatch(self, d: Delivery, conn: Connection) -> None:
+        assert d.event is not None
+        with event_context(d.event):
+            await self._handlers[d.topic](d.event, conn)
+
+    async def _dead_letter(self, d: Delivery, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        log.error("consumer.dead_lettered", group=self._group, topic=d.topic, event_id=d.event_id, error=error)
+        headers = [
+            ("dlq.error", error.encode()),
+            ("dlq.topic", d.topic.encode()),
+            ("dlq.partition", str(d.record.partition).encode()),
+            ("dlq.offset", str(d.record.offset).encode()),
+            ("dlq.consumer", self._group.encode()),
+        ]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO inbox (consumer, event_id, topic, outcome) VALUES ($1, $2, $3, 'dead-lettered') "
+                "ON CONFLICT (consumer, event_id) DO UPDATE SET outcome = 'dead-lettered'",
+                self._group, d.event_id, d.topic,
+            )
+            dlq_id = f"dlq:{self._group}:{d.event_id}"
+            await enqueue_raw(
+                conn, [(dlq_id, dead_letter_topic(d.topic), d.record.key, d.record.value or b"", headers)]
+            )
+        self.dead_lettered_total += 1
+
+
+__all__ = ["ConsumerRunner", "Handler", "TopicPartition"]

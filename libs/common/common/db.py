@@ -1,0 +1,148 @@
+"""PostgreSQL access: one schema and one least-privilege role per service, versioned SQL migrations.
+
+Migrations run with the administrative URL, as a NOLOGIN owner role of the schema; the service then
+works through a login role that has only the grants its migrations give it. The audit log relies on
+this: its writer can INSERT and SELECT, and cannot ALTER or DISABLE TRIGGER what it does not own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+# A connection as handlers receive it: straight from asyncpg or borrowed from a pool.
+Connection = asyncpg.Connection | PoolConnectionProxy
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class SchemaRoles:
+    schema: str
+
+    @property
+    def owner(self) -> str:
+        return f"{self.schema}_owner"
+
+    @property
+    def app(self) -> str:
+        return f"{self.schema}_app"
+
+
+def load_migrations(package: str) -> list[Migration]:
+    """Every `NNNN_name.sql` file in a package, in version order."""
+    files = [f for f in resources.files(package).iterdir() if f.name.endswith(".sql")]
+    return [Migration(f.name.removesuffix(".sql"), f.read_text()) for f in sorted(files, key=lambda f: f.name)]
+
+
+def common_migrations() -> list[Migration]:
+    """The outbox and inbox tables that every service has in its own schema."""
+    return load_migrations("common.migrations")
+
+
+def check_identifier(name: str) -> str:
+    if not _IDENT.match(name):
+        raise MigrationError(f"invalid schema name {name!r}: lower-case letters, digits and _ only")
+    return name
+
+
+def app_password(admin_dsn: str, role: str, configured: str | None) -> str:
+    """The app role's password: configured, or derived from the admin credentials (never stored)."""
+    if configured:
+        return configured
+    secret = (urlsplit(admin_dsn).password or "").encode()
+    return hmac.new(secret, role.encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def dsn_for_role(admin_dsn: str, role: str, password: str) -> str:
+    parts = urlsplit(admin_dsn)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{quote(role)}:{quote(password)}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _render(sql: str, roles: SchemaRoles) -> str:
+    return sql.replace("@schema@", roles.schema).replace("@app_role@", roles.app).replace(
+        "@owner_role@", roles.owner
+    )
+
+
+async def migrate(admin_dsn: str, schema: str, migrations: list[Migration], password: str) -> None:
+    """Create the schema and its roles if needed, then apply each migration not yet applied, once."""
+    roles = SchemaRoles(check_identifier(schema))
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"migrate:{schema}")
+        await _ensure_roles(conn, roles, password)
+        await conn.execute(f"SET ROLE {roles.owner}")
+        await conn.execute(f"SET search_path = {schema}")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for migration in migrations:
+            if migration.version in applied:
+                continue
+            async with conn.transaction():
+                try:
+                    await conn.execute(_render(migration.sql, roles))
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(f"migration {migration.version} failed in {schema}: {exc}") from exc
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", migration.version)
+        await conn.execute("RESET ROLE")
+    finally:
+        await conn.close()
+
+
+async def _ensure_roles(conn: asyncpg.Connection, roles: SchemaRoles, password: str) -> None:
+    existing = {r["rolname"] for r in await conn.fetch(
+        "SELECT rolname FROM pg_roles WHERE rolname = ANY($1::text[])", [roles.owner, roles.app]
+    )}
+    if roles.owner not in existing:
+        await conn.execute(f"CREATE ROLE {roles.owner} NOLOGIN")
+    quoted_password = password.replace("'", "''")
+    verb = "ALTER" if roles.app in existing else "CREATE"
+    await conn.execute(f"{verb} ROLE {roles.app} LOGIN PASSWORD '{quoted_password}'")
+    await conn.execute(f"GRANT {roles.owner} TO CURRENT_USER")
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {roles.schema} AUTHORIZATION {roles.owner}")
+    await conn.execute(f"GRANT USAGE ON SCHEMA {roles.schema} TO {roles.app}")
+
+
+async def create_pool(dsn: str, schema: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": check_identifier(schema), "application_name": schema},
+    )
+    assert pool is not None
+    return pool
+
+
+async def prepare_database(
+    admin_dsn: str, schema: str, service_migrations: list[Migration], *, configured_password: str | None,
+    max_size: int = 10,
+) -> asyncpg.Pool:
+    """Migrate the service's schema and open a pool as its least-privilege role."""
+    roles = SchemaRoles(check_identifier(schema))
+    password = app_password(admin_dsn, roles.app, configured_password)
+    await migrate(admin_dsn, schema, common_migrations() + service_migrations, password)
+    return await create_pool(dsn_for_role(admin_dsn, roles.app, password), schema, max_size=max_size)

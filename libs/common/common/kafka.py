@@ -1,0 +1,106 @@
+"""Kafka plumbing: a producer that survives broker restarts, and topic creation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import RecordMetadata
+
+log = structlog.get_logger(__name__)
+
+REQUEST_TIMEOUT_MS = 8000
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+    """Create any of `names` that the broker does not have (a restarted in-memory broker has none)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process was first
+                await admin.create_topics(
+                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
+                )
+            log.info("kafka.topics_created", topics=len(missing))
+    finally:
+        await admin.close()
+
+
+async def broker_reachable(bootstrap: str) -> None:
+    """Raises if no broker answers a metadata request (used by /readyz)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    await admin.start()
+    try:
+        await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+class Publisher:
+    """A plain producer (no idempotence: the embedded broker has no InitProducerId) started lazily.
+
+    Any failure closes it; the next publish starts a fresh one and re-creates missing topics, so a
+    broker that restarted empty is healed without restarting the service.
+    """
+
+    def __init__(self, bootstrap: str, topic_names: list[str], partitions: int) -> None:
+        self._bootstrap = bootstrap
+        self._topic_names = topic_names
+        self._partitions = partitions
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                await ensure_topics(self._bootstrap, self._topic_names, self._partitions)
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self._bootstrap,
+                    acks="all",
+                    linger_ms=2,
+                    max_batch_size=262144,
+                    request_timeout_ms=REQUEST_TIMEOUT_MS,
+                    enable_idempotence=False,
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def send_batch(
+        self, records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]
+    ) -> list[RecordMetadata]:
+        """Send (topic, key, value, headers) records; returns their metadata in order, or raises."""
+        producer = await self._started()
+        try:
+            futures = [
+                await producer.send(topic, value=value, key=key, headers=headers)
+                for topic, key, value, headers in records
+            ]
+            return list(await asyncio.gather(*futures))
+        except (TimeoutError, KafkaError, OSError):
+            await self.reset()
+            raise
+
+    async def reset(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await producer.stop()
+            except Exception:  # noqa: BLE001 - closing a broken producer must not hide the first error
+                log.warning("kafka.producer_close_failed")
+
+    async def close(self) -> None:
+        await self.reset()

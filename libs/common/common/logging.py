@@ -1,0 +1,94 @@
+"""structlog configuration: JSON lines with context, and redaction of pupil-identifying data.
+
+Redaction works twice over: keys that name pupil-identifying fields are dropped wherever they
+appear, and while an event is handled every sensitive value found in it (a pupil's name, a date of
+birth, the free-text description) is scrubbed from every string of every log line, even one that
+a careless `log.info("x", text=f"...{name}...")` built by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import structlog
+
+from common.events import CloudEvent
+from common.incident import SENSITIVE_KEYS, sensitive_values
+
+REDACTED = "[redacted]"
+_sensitive: ContextVar[frozenset[str]] = ContextVar("sensitive_values", default=frozenset())
+
+
+def _scrub(value: Any, secrets: frozenset[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: REDACTED if k in SENSITIVE_KEYS else _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v, secrets) for v in value]
+    return value
+
+
+def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: drop sensitive keys and scrub known sensitive values."""
+    secrets = _sensitive.get()
+    # Longest first, so a full name is replaced before its parts.
+    ordered = frozenset(sorted(secrets, key=len, reverse=True)) if secrets else secrets
+    for key in list(event_dict):
+        if key in SENSITIVE_KEYS:
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key], ordered)
+    return event_dict
+
+
+@contextmanager
+def event_context(event: CloudEvent) -> Iterator[None]:
+    """Bind the event's ids to every log line and arm redaction with the values it carries."""
+    secrets = _sensitive.get() | frozenset(sensitive_values(event.data))
+    token = _sensitive.set(secrets)
+    with structlog.contextvars.bound_contextvars(
+        event_id=event.id, incident_id=event.subject, school=event.schoolid, event_type=event.type.value
+    ):
+        try:
+            yield
+        finally:
+            _sensitive.reset(token)
+
+
+@contextmanager
+def sensitive(values: set[str]) -> Iterator[None]:
+    """Scrub these values from log lines in this block (e.g. while handling an HTTP report)."""
+    token = _sensitive.set(_sensitive.get() | frozenset(v for v in values if v))
+    try:
+        yield
+    finally:
+        _sensitive.reset(token)
+
+
+def configure(service: str, *, fmt: str = "json", level: str = "info") -> None:
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False) if fmt == "console" else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.bind_contextvars(service=service)

@@ -1,0 +1,175 @@
+"""The transactional outbox: events written with the state that caused them, published after commit.
+
+A service calls `enqueue(conn, events)` inside its own transaction. The `OutboxRelay` publishes
+unpublished rows in id order and marks them sent. It is woken by LISTEN/NOTIFY at commit and also
+polls, so a lost notification only delays an event. With the broker down, writes still succeed;
+the relay keeps retrying with backoff and publishes them when the broker returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+
+import asyncpg
+import structlog
+
+from common.aio import sleep_unless_stopped, wait_for_either
+from common.db import Connection
+from common.events import CloudEvent
+from common.kafka import Publisher
+from common.topics import TopicNames
+
+log = structlog.get_logger(__name__)
+
+_INSERT = (
+    "INSERT INTO outbox (event_id, topic, key, value, headers) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[]) "
+    "ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+def notify_channel(schema: str) -> str:
+    return f"outbox_{schema}"
+
+
+async def enqueue(conn: Connection, events: Sequence[CloudEvent]) -> None:
+    """Write events to the outbox in the caller's transaction; the relay is woken at commit."""
+    if not events:
+        return
+    await enqueue_raw(
+        conn,
+        [(e.id, e.topic.value, e.key, e.to_bytes(), [("ce_type", e.type.value.encode())]) for e in events],
+    )
+
+
+async def enqueue_raw(
+    conn: Connection, rows: Sequence[tuple[str, str, bytes | None, bytes, list[tuple[str, bytes]]]]
+) -> None:
+    """Rows of (event id, logical topic, key, value, headers); used directly for dead letters."""
+    await conn.execute(
+        _INSERT,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [json.dumps([[k, v.decode("utf-8", "replace")] for k, v in r[4]]) for r in rows],
+    )
+    schema = await conn.fetchval("SELECT current_schema()")
+    await conn.execute("SELECT pg_notify($1, '')", notify_channel(str(schema)))
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        publisher: Publisher,
+        topic_names: TopicNames,
+        *,
+        schema: str,
+        batch_size: int = 1000,
+        poll_seconds: float = 1.0,
+        retention: timedelta = timedelta(days=7),
+    ) -> None:
+        self._pool = pool
+        self._publisher = publisher
+        self._topics = topic_names
+        self._schema = schema
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._retention = retention
+        self._wake = asyncio.Event()
+        self.published_total = 0
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unpublished events; returns how many were published."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            # One relay per schema at a time keeps each incident's events in order.
+            locked = await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext($1))", f"outbox-relay:{self._schema}"
+            )
+            if not locked:
+                return 0
+            rows = await conn.fetch(
+                "SELECT id, topic, key, value, headers FROM outbox WHERE published_at IS NULL "
+                "ORDER BY id LIMIT $1",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            records = [
+                (
+                    self._topics.physical(r["topic"]),
+                    r["key"],
+                    r["value"],
+                    [(k, v.encode()) for k, v in json.loads(r["headers"])],
+                )
+                for r in rows
+            ]
+            metadata = await self._publisher.send_batch(records)
+            await conn.execute(
+                'UPDATE outbox SET published_at = now(), partition = u.p, "offset" = u.o '
+                "FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS u(id, p, o) WHERE outbox.id = u.id",
+                [r["id"] for r in rows],
+                [m.partition for m in metadata],
+                [m.offset for m in metadata],
+            )
+        self.published_total += len(rows)
+        return len(rows)
+
+    async def backlog(self) -> int:
+        async with self._pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+
+    async def purge_expired(self) -> int:
+        """Forget published events older than the retention period."""
+        async with self._pool.acquire() as conn:
+            status = await conn.execute(
+                "DELETE FROM outbox WHERE published_at IS NOT NULL AND created_at < now() - $1::interval",
+                self._retention,
+            )
+        return int(status.split()[-1])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = asyncio.create_task(self._listen(stop))
+        backoff = 0.2
+        try:
+            while not stop.is_set():
+                try:
+                    while await self.publish_pending() == self._batch_size:
+                        pass
+                    backoff = 0.2
+                except Exception as exc:  # noqa: BLE001 - the relay must outlive broker and database outages
+                    log.warning("outbox.publish_failed", error=str(exc) or type(exc).__name__, retry_in=backoff)
+                    await sleep_unless_stopped(stop, backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                self._wake.clear()
+                await wait_for_either(stop, self._wake, self._poll_seconds)
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Hold a LISTEN connection; reconnect if the database goes away."""
+        channel = notify_channel(self._schema)
+        while not stop.is_set():
+            try:
+                async with self._pool.acquire() as conn:
+                    def wake(*_: object) -> None:
+                        self._wake.set()
+
+                    await conn.add_listener(channel, wake)
+                    try:
+                        while not conn.is_closed():  # noqa: ASYNC110 - also watching the connection
+                            await sleep_unless_stopped(stop, 1.0)
+                            if stop.is_set():
+                                return
+                    finally:
+                        if not conn.is_closed():
+                            await conn.remove_listener(channel, wake)
+            except Exception:  # noqa: BLE001 - polling covers us until LISTEN is back
+                await sleep_unless_stopped(stop, 1.0)
+

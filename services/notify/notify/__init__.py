@@ -1,0 +1,1 @@
+"""notify: delivers requested notifications by email, SMS and webhook, with retries and fallback."""
