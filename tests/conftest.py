@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from support.stack import EmbeddedStack, docker_engine_answers, start_embedded
 
 from common.logging import configure
-from stack import EmbeddedStack, docker_engine_answers, start_embedded
 
 configure("tests", fmt="json", level="warning")
 

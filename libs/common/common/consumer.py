@@ -155,12 +155,14 @@ class ConsumerRunner:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 fresh = await self._claim(conn, deliveries)
+                claimed = len(fresh)
                 for d in deliveries:
                     if d.event_id in fresh:
+                        fresh.discard(d.event_id)  # a repeat within the same batch is not fresh
                         if d.event is None:
                             raise MalformedEvent(d.error or "malformed")
                         await self._dispatch(d, conn)
-            self.processed_total += len(fresh)
+            self.processed_total += claimed
         except TRANSIENT_ERRORS:
             raise
         except Exception:  # noqa: BLE001 - one bad event must not stop the others: isolate it

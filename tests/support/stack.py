@@ -75,6 +75,8 @@ class EmbeddedStack:
 
 
 def start_embedded() -> EmbeddedStack:
-    stack = EmbeddedStack(Path(tempfile.mkdtemp(prefix="ose-test-")))
+    root = Path(tempfile.mkdtemp(prefix="ose-test-"))
+    root.chmod(0o755)  # noqa: S103 - PostgreSQL runs as its own OS user and must reach its data dir
+    stack = EmbeddedStack(root)
     stack.start()
     return stack

@@ -1,0 +1,158 @@
+"""The event backbone against a real broker and database: outbox, inbox, dead letters, shutdown, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+import structlog
+from support.helpers import effects, eventually, produce, read_topic, report_event
+from support.sample_service import EFFECTS, POISON_MARK, sample_runtime, settings_for
+
+from common.db import Connection
+from common.events import CloudEvent
+from common.logging import configure
+from common.outbox import enqueue
+from common.runtime import Runtime, ServiceSpec
+
+
+async def test_event_written_while_broker_is_down_is_delivered_once_after_it_returns(stack, isolation):
+    stack.stop_broker()
+    runtime = sample_runtime(settings_for(isolation, stack.admin_dsn, stack.bootstrap))
+    try:
+        await runtime.start()
+        event = report_event(1)
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, [event])  # the write succeeds with no broker at all
+        await asyncio.sleep(1.0)
+        assert await runtime.relay.backlog() == 1
+        stack.start_broker()
+        await eventually(lambda: _has_effect(stack, isolation, event.id), what="the effect", timeout=45)
+        await asyncio.sleep(1.0)
+        assert await effects(stack.admin_dsn, f"{isolation}_sample") == {event.id: 1}
+        assert await runtime.relay.backlog() == 0
+    finally:
+        stack.start_broker() if stack._broker is None else None
+        await runtime.stop()
+
+
+async def _has_effect(stack, isolation, event_id: str) -> bool:
+    return event_id in await effects(stack.admin_dsn, f"{isolation}_sample")
+
+
+async def test_event_delivered_twice_has_exactly_one_effect(stack, isolation):
+    runtime = sample_runtime(settings_for(isolation, stack.admin_dsn, stack.bootstrap))
+    await runtime.start()
+    try:
+        event, other = report_event(1), report_event(2)
+        topic = f"{isolation}.incidents.reported"
+        await produce(stack.bootstrap, topic, [event.to_bytes(), event.to_bytes(), other.to_bytes(), event.to_bytes()])
+        await eventually(lambda: _has_effect(stack, isolation, other.id), what="both effects")
+        await asyncio.sleep(0.5)
+        assert await effects(stack.admin_dsn, f"{isolation}_sample") == {event.id: 1, other.id: 1}
+    finally:
+        await runtime.stop()
+
+
+async def test_malformed_and_poison_messages_go_to_the_dlq_and_the_next_good_one_is_processed(stack, isolation):
+    runtime = sample_runtime(settings_for(isolation, stack.admin_dsn, stack.bootstrap))
+    await runtime.start()
+    try:
+        poison, good = report_event(1, mark=POISON_MARK), report_event(2)
+        topic = f"{isolation}.incidents.reported"
+        await produce(stack.bootstrap, topic, [b"{not json", poison.to_bytes(), good.to_bytes()])
+        await eventually(lambda: _has_effect(stack, isolation, good.id), what="the good event")
+        dead = await read_topic(stack.bootstrap, f"{topic}.dlq", expect=2)
+        assert len(dead) == 2
+        by_value = {value: headers for value, headers in dead}
+        assert b"not a valid CloudEvent" in by_value[b"{not json"]["dlq.error"]
+        assert by_value[b"{not json"]["dlq.topic"] == b"incidents.reported"
+        assert b"poison by design" in by_value[poison.to_bytes()]["dlq.error"]
+        assert await effects(stack.admin_dsn, f"{isolation}_sample") == {good.id: 1}
+        assert runtime.consumer.dead_lettered_total == 2
+    finally:
+        await runtime.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+async def test_a_worker_stopped_during_a_batch_loses_nothing_and_duplicates_no_effect(stack, isolation, sig):
+    events = [report_event(i, delay=0.004) for i in range(1200)]  # batches of 500 take about 2 s each
+    # The schema and topics exist before the worker starts, so its first batch is a full one.
+    setup = sample_runtime(settings_for(isolation, stack.admin_dsn, stack.bootstrap))
+    await setup.start()
+    await setup.stop()
+    await produce(stack.bootstrap, f"{isolation}.incidents.reported", [e.to_bytes() for e in events])
+    schema = f"{isolation}_sample"
+
+    worker = _start_worker(stack, isolation)
+    await eventually(lambda: _count_at_least(stack, schema, 1), what="the first batch")
+    worker.send_signal(sig)  # now inside the second batch
+    exit_code = worker.wait(timeout=30)
+    assert exit_code == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
+    interrupted_at = len(await effects(stack.admin_dsn, schema))
+    assert 0 < interrupted_at < len(events)
+
+    worker = _start_worker(stack, isolation)
+    try:
+        await eventually(lambda: _count_at_least(stack, schema, len(events)), what="all events", timeout=60)
+        await asyncio.sleep(1.0)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    done = await effects(stack.admin_dsn, schema)
+    assert set(done) == {e.id for e in events}
+    assert set(done.values()) == {1}
+
+
+def _start_worker(stack, isolation) -> subprocess.Popen[bytes]:
+    script = Path(__file__).parents[1] / "support" / "sample_service.py"
+    env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
+    return subprocess.Popen([sys.executable, str(script), isolation, stack.admin_dsn, stack.bootstrap], env=env)
+
+
+async def _count_at_least(stack, schema: str, n: int) -> bool:
+    try:
+        return len(await effects(stack.admin_dsn, schema)) >= n
+    except asyncpg.UndefinedTableError:
+        return False
+
+
+async def test_log_line_while_handling_an_event_with_a_pupils_name_carries_no_trace_of_it(stack, isolation, capsys):
+    name, dob = "Amelia Hartley-Quinn", "2014-03-09"
+    log = structlog.get_logger("test")
+    seen: list[str] = []
+
+    async def careless_handler(event: CloudEvent, conn: Connection) -> None:
+        pupil = event.data["report"]["subjects"][0]
+        log.info("handling", note=f"report about {pupil['name']} born {pupil['date_of_birth']}")
+        log.info("whole report", report=event.data["report"], first=pupil["name"].split()[0])
+        seen.append(event.id)
+
+    configure("tests", fmt="json", level="info")
+    settings = settings_for(isolation, stack.admin_dsn, stack.bootstrap)
+    runtime = Runtime(ServiceSpec(settings, [EFFECTS], handlers={"incidents.reported": careless_handler}))
+    await runtime.start()
+    try:
+        event = report_event(1, report={"subjects": [{"kind": "pupil", "name": name, "date_of_birth": dob}]})
+        await produce(stack.bootstrap, f"{isolation}.incidents.reported", [event.to_bytes()])
+        await eventually(lambda: _true_if(seen), what="the handler")
+    finally:
+        await runtime.stop()
+        configure("tests", fmt="json", level="warning")
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    handled = [line for line in lines if line.get("event") in {"handling", "whole report"}]
+    assert len(handled) == 2 and all(line["incident_id"] == "incident-1" for line in handled)
+    for fragment in (name, "Amelia", "Hartley-Quinn", dob):
+        assert fragment not in out
+
+
+async def _true_if(items: list[str]) -> bool:
+    return bool(items)
