@@ -31,10 +31,13 @@ async def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes = 
         await producer.stop()
 
 
-async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 20) -> list[tuple[bytes, dict[str, bytes]]]:
+Record = tuple[bytes, dict[str, bytes]]
+
+
+async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 20) -> list[Record]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
-    got: list[tuple[bytes, dict[str, bytes]]] = []
+    got: list[Record] = []
     try:
         deadline = time.monotonic() + timeout
         while len(got) < expect and time.monotonic() < deadline:

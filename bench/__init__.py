@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs them and prints one table; see bench/RESULTS.md for the latest."""

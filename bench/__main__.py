@@ -1,0 +1,46 @@
+"""`make bench`: start the embedded servers, run every benchmark, print one table."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from bench import backbone  # noqa: E402
+from support.stack import start_embedded  # noqa: E402
+
+N = int(os.environ.get("BENCH_EVENTS", "20000"))
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.machine()}, {cpus} cores, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+async def main() -> list[tuple[str, str, str]]:
+    stack = start_embedded()
+    try:
+        ceiling = await backbone.bare_kafka(stack.bootstrap, N)
+        plumbing = await backbone.outbox_to_effect(stack.admin_dsn, stack.bootstrap, N)
+        return [
+            ("backbone", "bare aiokafka produce -> consume (ceiling)", f"{ceiling:,.0f} events/s"),
+            ("backbone", "outbox -> relay -> broker -> inbox -> effect", f"{plumbing:,.0f} events/s"),
+            ("backbone", "plumbing / ceiling", f"{plumbing / ceiling:.0%}"),
+        ]
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    rows = asyncio.run(main())
+    print(f"machine: {machine()}; {N:,} events of ~400 bytes\n")
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    header = ("area", "measure", "result")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
