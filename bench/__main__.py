@@ -8,9 +8,10 @@ import platform
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from bench import backbone
 
-from bench import backbone  # noqa: E402
+# The benchmarks run on the same embedded servers as the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.stack import start_embedded  # noqa: E402
 
 N = int(os.environ.get("BENCH_EVENTS", "20000"))
