@@ -55,6 +55,8 @@ class EmbeddedStack:
         wait_for_port("127.0.0.1", self.pg_port, what="PostgreSQL")
 
     def start_broker(self) -> None:
+        if self._broker is not None:
+            return
         self._broker = subprocess.Popen(
             broker.command(self.broker_port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -80,3 +82,51 @@ def start_embedded() -> EmbeddedStack:
     stack = EmbeddedStack(root)
     stack.start()
     return stack
+
+
+@dataclass
+class ContainerStack:
+    """The same interface on testcontainers (Kafka, PostgreSQL), for hosts with a Docker engine.
+
+    A broker "outage" pauses the Kafka container: a restarted container could come back on other ports.
+    """
+
+    _pg: object = None
+    _kafka: object = None
+    admin_dsn: str = ""
+    bootstrap: str = ""
+    _broker: object = True
+
+    def start(self) -> None:
+        from testcontainers.kafka import KafkaContainer  # noqa: PLC0415 - only with a Docker engine
+        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+        pg = PostgresContainer("postgres:17", driver=None)
+        pg.start()
+        kafka = KafkaContainer().with_kraft()
+        kafka.start()
+        self._pg, self._kafka = pg, kafka
+        self.admin_dsn = pg.get_connection_url()
+        self.bootstrap = kafka.get_bootstrap_server()
+
+    def stop_broker(self) -> None:
+        self._kafka.get_wrapped_container().pause()  # type: ignore[attr-defined]
+        self._broker = None
+
+    def start_broker(self) -> None:
+        if self._broker is None:
+            self._kafka.get_wrapped_container().unpause()  # type: ignore[attr-defined]
+            self._broker = True
+
+    def stop(self) -> None:
+        for container in (self._kafka, self._pg):
+            container.stop()  # type: ignore[attr-defined]
+
+
+def start_stack() -> EmbeddedStack | ContainerStack:
+    """testcontainers where a Docker engine answers, otherwise the embedded servers."""
+    if docker_engine_answers():
+        containers = ContainerStack()
+        containers.start()
+        return containers
+    return start_embedded()
