@@ -30,6 +30,8 @@ from common.topics import TopicNames, dead_letter_topic
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[CloudEvent, Connection], Awaitable[None]]
+# A raw handler sees every record as it came, malformed or not (the audit log keeps dead letters too).
+RawHandler = Callable[["Delivery", Connection], Awaitable[None]]
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -69,6 +71,7 @@ class ConsumerRunner:
         topic_names: TopicNames,
         group: str,
         handlers: Mapping[str, Handler],
+        raw_handlers: Mapping[str, RawHandler] | None = None,
         partitions: int = 3,
         max_batch: int = 500,
     ) -> None:
@@ -77,6 +80,7 @@ class ConsumerRunner:
         self._topics = topic_names
         self._group = group
         self._handlers = dict(handlers)
+        self._raw_handlers = dict(raw_handlers or {})
         self._partitions = partitions
         self._max_batch = max_batch
         self.processed_total = 0
@@ -101,7 +105,7 @@ class ConsumerRunner:
                     await consumer.stop()
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
-        physical = [self._topics.physical(t) for t in self._handlers]
+        physical = [self._topics.physical(t) for t in [*self._handlers, *self._raw_handlers]]
         await ensure_topics(self._bootstrap, physical, self._partitions)
         consumer = AIOKafkaConsumer(
             *physical,
@@ -122,11 +126,12 @@ class ConsumerRunner:
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200, max_records=self._max_batch)
-            records = [r for partition_records in batch.values() for r in partition_records]
-            if not records:
+            if not batch:
                 continue
-            deliveries = [self._parse(r) for r in records]
-            await self._handle_until_done(deliveries, stop)
+            # Partitions are independent (order matters only within one), so they run side by side.
+            await asyncio.gather(
+                *(self._handle_until_done([self._parse(r) for r in records], stop) for records in batch.values())
+            )
             await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
             self.lag = sum(
                 max(0, (consumer.highwater(tp) or 0) - (rs[-1].offset + 1)) for tp, rs in batch.items()
@@ -159,8 +164,6 @@ class ConsumerRunner:
                 for d in deliveries:
                     if d.event_id in fresh:
                         fresh.discard(d.event_id)  # a repeat within the same batch is not fresh
-                        if d.event is None:
-                            raise MalformedEvent(d.error or "malformed")
                         await self._dispatch(d, conn)
             self.processed_total += claimed
         except TRANSIENT_ERRORS:
@@ -176,8 +179,6 @@ class ConsumerRunner:
             async with self._pool.acquire() as conn, conn.transaction():
                 if d.event_id not in await self._claim(conn, [d]):
                     return
-                if d.event is None:
-                    raise MalformedEvent(d.error or "malformed")
                 await self._dispatch(d, conn)
             self.processed_total += 1
         except TRANSIENT_ERRORS:
@@ -197,7 +198,12 @@ class ConsumerRunner:
         return {r["event_id"] for r in rows}
 
     async def _dispatch(self, d: Delivery, conn: Connection) -> None:
-        assert d.event is not None
+        raw = self._raw_handlers.get(d.topic)
+        if raw is not None:
+            await raw(d, conn)
+            return
+        if d.event is None:
+            raise MalformedEvent(d.error or "malformed")
         with event_context(d.event):
             await self._handlers[d.topic](d.event, conn)
 
@@ -224,4 +230,4 @@ class ConsumerRunner:
         self.dead_lettered_total += 1
 
 
-__all__ = ["ConsumerRunner", "Handler", "TopicPartition"]
+__all__ = ["ConsumerRunner", "Delivery", "Handler", "RawHandler", "TopicPartition"]

@@ -16,7 +16,7 @@ import asyncpg
 import structlog
 from fastapi import FastAPI
 
-from common.consumer import ConsumerRunner, Handler
+from common.consumer import ConsumerRunner, Handler, RawHandler
 from common.db import Migration, prepare_database
 from common.health import Check, broker_check, database_check
 from common.kafka import Publisher
@@ -34,6 +34,7 @@ class ServiceSpec:
     settings: ServiceSettings
     migrations: list[Migration]
     handlers: Mapping[str, Handler] = field(default_factory=dict)
+    raw_handlers: Mapping[str, RawHandler] = field(default_factory=dict)
     background: list[BackgroundLoop] = field(default_factory=list)
 
 
@@ -70,10 +71,11 @@ class Runtime:
             poll_seconds=s.outbox_poll_seconds, retention=timedelta(days=s.outbox_retention_days),
         )
         self._spawn(self.relay.run(self.stop_event))
-        if self.spec.handlers:
+        if self.spec.handlers or self.spec.raw_handlers:
             self.consumer = ConsumerRunner(
                 pool=self.pool, bootstrap=s.kafka_bootstrap_servers, topic_names=self.topics,
                 group=f"{s.topic_prefix}{s.service_name}", handlers=self.spec.handlers,
+                raw_handlers=self.spec.raw_handlers,
                 partitions=s.topic_partitions,
             )
             self._spawn(self.consumer.run(self.stop_event))
