@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -14,6 +16,16 @@ from notify.channels.base import PermanentDeliveryError, RetryableDeliveryError
 _RETRYABLE_4XX = frozenset({408, 425, 429})
 
 
+@asynccontextmanager
+async def client_for(client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
+    """The caller's pooled client if it gave one, else a client for this one request."""
+    if client is not None:
+        yield client
+    else:
+        async with httpx.AsyncClient() as own:
+            yield own
+
+
 def parse_retry_after(value: str | None, clock: Clock) -> float | None:
     """RFC 9110 Retry-After: delay-seconds or an HTTP-date. Returns seconds from now, never negative."""
     if not value:
@@ -22,7 +34,7 @@ def parse_retry_after(value: str | None, clock: Clock) -> float | None:
     if value.isdigit():
         return float(value)
     try:
-        when = parsedate_to_datetime(value)
+        when: datetime = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
@@ -41,9 +53,7 @@ def raise_for_status(response: httpx.Response, provider: str, clock: Clock) -> N
     raise PermanentDeliveryError(reason)
 
 
-async def post(
-    request: Callable[[], Awaitable[httpx.Response]], provider: str, clock: Clock
-) -> httpx.Response:
+async def post(request: Callable[[], Awaitable[httpx.Response]], provider: str, clock: Clock) -> httpx.Response:
     """Run one POST, turning transport failures into retryable errors. A timeout after the request was
     sent may mean the provider did act: the retry can duplicate, which the stable message id absorbs."""
     try:

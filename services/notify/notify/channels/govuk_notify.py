@@ -89,18 +89,12 @@ class GovUkNotifyChannel:
             "Content-Type": "application/json",
             "User-Agent": "online-safety-escalation-notify",
         }
-        if self._client is not None:
-            client = self._client
+        async with _http.client_for(self._client) as client:
             response = await _http.post(
                 lambda: client.post(url, json=body, headers=headers, timeout=self._settings.timeout_seconds),
                 "GOV.UK Notify",
                 self._clock,
             )
-        else:
-            async with httpx.AsyncClient(timeout=self._settings.timeout_seconds) as own:
-                response = await _http.post(
-                    lambda: own.post(url, json=body, headers=headers), "GOV.UK Notify", self._clock
-                )
         return DeliveryReceipt(self._kind, message.message_id, *_provider_id(response))
 
     def _request_body(self, message: OutgoingMessage, address: str) -> dict[str, Any]:
