@@ -1,0 +1,1 @@
+"""The audit service: the hash-chained, checkpointed evidence log of every event."""
