@@ -11,7 +11,7 @@ from pathlib import Path
 from bench import backbone
 
 # The benchmarks run on the same embedded servers as the tests.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "_lib"))
 from support.stack import start_embedded  # noqa: E402
 
 N = int(os.environ.get("BENCH_EVENTS", "20000"))

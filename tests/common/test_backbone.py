@@ -112,7 +112,7 @@ async def test_a_worker_stopped_during_a_batch_loses_nothing_and_duplicates_no_e
 
 
 def _start_worker(stack, isolation) -> subprocess.Popen[bytes]:
-    script = Path(__file__).parents[1] / "support" / "sample_service.py"
+    script = Path(__file__).parents[1] / "_lib" / "support" / "sample_service.py"
     env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
     return subprocess.Popen([sys.executable, str(script), isolation, stack.admin_dsn, stack.bootstrap], env=env)
 
