@@ -1,0 +1,129 @@
+"""The words of an escalation notice. Built only from the classification and policy, never the report text."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict
+
+from common.contracts import (
+    IncidentClass,
+    NotificationRequested,
+    Reason,
+    Recipient,
+    Reminder,
+    Urgency,
+)
+from common.incident import RiskArea
+
+CLASS_LABELS: dict[IncidentClass, str] = {
+    IncidentClass.ILLEGAL: "Illegal content or activity",
+    IncidentClass.YOUTH_PRODUCED_SEXUAL_IMAGERY: "Youth-produced sexual imagery",
+    IncidentClass.ALLEGATION_ABOUT_STAFF: "Allegation about a member of staff",
+    IncidentClass.INAPPROPRIATE: "Inappropriate (legal) content or conduct",
+    IncidentClass.SECURITY: "Security",
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoticeContext(_Frozen):
+    """What every notice about one incident says, whoever receives it."""
+
+    school_id: str
+    school_name: str
+    timezone: str
+    incident_class: IncidentClass
+    urgency: Urgency
+    risk_area: RiskArea
+    reasons: tuple[Reason, ...]
+    reminders: tuple[Reminder, ...]
+
+
+class NotificationDraft(_Frozen):
+    """A notice for one recipient, ready to become a `NotificationRequested` once ids are known."""
+
+    school_id: str
+    school_name: str
+    level: int
+    recipient: Recipient
+    incident_class: IncidentClass
+    urgency: Urgency
+    reason: str
+    reminders: tuple[Reminder, ...]
+    headline: str
+    body: tuple[str, ...]
+
+    def to_request(
+        self, *, notification_id: str, incident_id: str, reference: str, generation: int
+    ) -> NotificationRequested:
+        return NotificationRequested(
+            notification_id=notification_id,
+            incident_id=incident_id,
+            reference=reference,
+            school_id=self.school_id,
+            school_name=self.school_name,
+            incident_class=self.incident_class,
+            urgency=self.urgency,
+            level=self.level,
+            generation=generation,
+            recipient=self.recipient,
+            reminders=list(self.reminders),
+            reason=self.reason,
+        )
+
+
+def notices(
+    context: NoticeContext, level: int, recipients: tuple[Recipient, ...], reason: str
+) -> tuple[NotificationDraft, ...]:
+    return tuple(
+        NotificationDraft(
+            school_id=context.school_id,
+            school_name=context.school_name,
+            level=level,
+            recipient=recipient,
+            incident_class=context.incident_class,
+            urgency=context.urgency,
+            reason=reason,
+            reminders=context.reminders,
+            headline=headline(context),
+            body=body(context, reason),
+        )
+        for recipient in recipients
+    )
+
+
+def headline(context: NoticeContext) -> str:
+    """The subject line: class, urgency and school only (seed 003: no child's name or DOB in a subject)."""
+    label = CLASS_LABELS[context.incident_class]
+    return f"{context.urgency.value.upper()}: {label} incident at {context.school_name}"
+
+
+def body(context: NoticeContext, reason: str) -> tuple[str, ...]:
+    label = CLASS_LABELS[context.incident_class]
+    zone = ZoneInfo(context.timezone)
+    lines = [
+        f"An online-safety incident at {context.school_name} has been classed as: {label}.",
+        f"Risk area: {context.risk_area.value}. Urgency: {context.urgency.value}.",
+        f"You are told because: {reason}.",
+        "Why it was classed so:",
+        *(f"- {r.explanation} [{r.rule}]" for r in context.reasons),
+        "What must be done:",
+        *(f"- {m.text} ({_role_words(m.owner_role)}, {_due_words(m.due_at, zone)})" for m in context.reminders),
+        "The details of the report are in the school's safeguarding record, not in this message.",
+        "Acknowledge with the link in this message: it opens a page with one button.",
+    ]
+    return tuple(lines)
+
+
+def _role_words(role: str) -> str:
+    return "DSL" if role == "dsl" else "deputy DSL" if role == "deputy_dsl" else role.replace("_", " ")
+
+
+def _due_words(due_at: datetime | None, zone: ZoneInfo) -> str:
+    if due_at is None:
+        return "throughout"
+    return "due " + due_at.astimezone(zone).strftime("%a %d %b %Y %H:%M")
