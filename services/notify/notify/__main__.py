@@ -1,0 +1,3 @@
+from notify.main import run
+
+run()

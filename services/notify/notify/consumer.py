@@ -1,0 +1,52 @@
+"""notifications.requested -> one `deliveries` row. No network I/O here: the send happens in `delivery`,
+after this transaction has committed, so a slow provider never holds a consumer transaction open."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from common.consumer import Handler
+from common.contracts import NotificationRequested
+from common.db import Connection
+from common.events import Clock, CloudEvent, utc_now
+
+_INSERT = (
+    "INSERT INTO deliveries (notification_id, incident_id, school_id, event_id, correlation_id, request,"
+    " next_attempt_at, received_at) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $7)"
+    " ON CONFLICT (notification_id) DO NOTHING"
+)
+
+
+class InvalidRequest(ValueError):
+    """The request does not fit the contract; the runner dead-letters it. The message names the fields and
+    the problems, never the values: a request that smuggled a pupil's name must not put it in a log."""
+
+
+def parse_request(data: dict[str, object]) -> NotificationRequested:
+    try:
+        return NotificationRequested.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(data)'}: {err['msg']}" for err in exc.errors()[:10]
+        )
+        raise InvalidRequest(f"not a valid notification request: {problems}") from None
+
+
+def requested_handler(clock: Clock = utc_now) -> Handler:
+    """The handler for notifications.requested. A request redelivered, or re-sent under a new event id
+    with the same notification id, inserts nothing: the notification is sent at most once."""
+
+    async def handle(event: CloudEvent, conn: Connection) -> None:
+        request = parse_request(event.data)
+        await conn.execute(
+            _INSERT,
+            request.notification_id,
+            request.incident_id,
+            request.school_id,
+            event.id,
+            event.correlationid,
+            request.model_dump_json(),
+            clock(),
+        )
+
+    return handle

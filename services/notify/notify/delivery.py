@@ -1,0 +1,381 @@
+"""The delivery loop: claim due deliveries, send them on the contact's channels in order, record the outcome.
+
+One pass (`deliver_due(now)`) is three short steps, and the clock is a parameter so tests need not sleep:
+1. claim: in one transaction, `SELECT ... FOR UPDATE SKIP LOCKED` the rows that are due; the throttle
+   decides which fresh ones go now (alone or grouped into one digest per address) and which are held
+   until their window closes; the ones going now are marked 'sending' with a lease;
+2. send, outside any transaction, every batch side by side;
+3. record, one transaction per batch straight after its send: 'sent' and `notifications.delivered`;
+   or, after a retryable failure, the next attempt time (a row, so a restart resumes the backoff); or,
+   after a permanent failure or exhausted retries, the next channel; with none left, 'failed' and
+   `notifications.failed`. Events leave only through the outbox.
+
+A send whose outcome was never recorded (the process died between the provider's acceptance and the
+commit) is sent again once its lease expires; every message carries an id derived from its notification
+ids (email Message-ID, webhook-id, Notify reference), so the receiver can drop the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+
+from common.aio import sleep_unless_stopped
+from common.contracts import (
+    ChannelAddress,
+    ChannelKind,
+    NotificationDelivered,
+    NotificationFailed,
+    NotificationRequested,
+)
+from common.db import Connection
+from common.events import Clock, CloudEvent, utc_now
+from common.outbox import enqueue
+from common.tokens import issue_ack_token
+from common.topics import EventType
+from notify import throttle
+from notify.channels.base import (
+    Channel,
+    DeliveryReceipt,
+    OutgoingMessage,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+)
+from notify.messages import Links, ack_url, render_digest
+from notify.retry import BackoffPolicy, GiveUp
+
+log = structlog.get_logger(__name__)
+
+EVENT_NAMESPACE = uuid.UUID("a3c1d7e2-54b8-4f0e-9c61-8d2e7f3b9a14")
+SOURCE = "urn:online-safety:notify"
+
+_CLAIM = (
+    "SELECT notification_id, event_id, correlation_id, request, state, channel_index, attempts,"
+    " total_attempts, received_at, errors FROM deliveries"
+    " WHERE state IN ('pending', 'held', 'sending') AND next_attempt_at <= $1"
+    " ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+)
+
+
+@dataclass
+class _Item:
+    notification_id: str
+    event_id: str
+    correlation_id: str
+    request: NotificationRequested
+    state: str
+    channel_index: int
+    attempts: int
+    total_attempts: int
+    received_at: datetime
+    errors: list[str]
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> _Item:
+        return cls(
+            row["notification_id"], row["event_id"], row["correlation_id"],
+            NotificationRequested.model_validate_json(row["request"]), row["state"], row["channel_index"],
+            row["attempts"], row["total_attempts"], row["received_at"], list(json.loads(row["errors"])),
+        )
+
+    @property
+    def fresh(self) -> bool:
+        """Never tried yet, on its first channel: the throttle may group or hold it."""
+        return self.state in ("pending", "held") and self.attempts == 0 and self.channel_index == 0
+
+
+@dataclass(frozen=True)
+class _Batch:
+    kind: ChannelKind
+    address: str
+    items: tuple[_Item, ...]
+
+
+@dataclass
+class DeliveryConfig:
+    ack_secret: str
+    public_base_url: str
+    ack_ttl: timedelta = timedelta(hours=72)
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    throttle: throttle.ThrottlePolicy = field(default_factory=throttle.ThrottlePolicy)
+    lease: timedelta = timedelta(seconds=120)
+    batch_size: int = 100
+    concurrency: int = 20
+    poll_seconds: float = 0.2
+
+
+@dataclass
+class PassResult:
+    sent: int = 0
+    retried: int = 0
+    fell_back: int = 0
+    failed: int = 0
+    held: int = 0
+
+    @property
+    def claimed(self) -> int:
+        return self.sent + self.retried + self.fell_back + self.failed + self.held
+
+
+class Deliverer:
+    def __init__(
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        channels: Mapping[ChannelKind, Channel],
+        config: DeliveryConfig,
+        *,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._channels = dict(channels)
+        self._config = config
+        self._rand = rand
+        self._limit = asyncio.Semaphore(max(1, config.concurrency))
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self, stop: asyncio.Event, clock: Clock = utc_now) -> None:
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                result = await self.deliver_due(clock())
+                backoff = 0.2
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive database outages
+                log.warning("notify.delivery_pass_failed", error=str(exc) or type(exc).__name__, retry_in=backoff)
+                await sleep_unless_stopped(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if result.claimed == 0:
+                await sleep_unless_stopped(stop, self._config.poll_seconds)
+
+    async def deliver_due(self, now: datetime) -> PassResult:
+        """Deliver everything due at `now`; a delivery moved to its next channel is tried in the same pass."""
+        total = PassResult()
+        for _ in range(50):  # bounded: each round moves every claimed row on
+            result = await self._one_round(now)
+            for name in ("sent", "retried", "fell_back", "failed", "held"):
+                setattr(total, name, getattr(total, name) + getattr(result, name))
+            if result.fell_back == 0 and result.claimed < self._config.batch_size:
+                break
+        return total
+
+    # ------------------------------------------------------------------ one round
+
+    async def _one_round(self, now: datetime) -> PassResult:
+        result = PassResult()
+        batches = await self._claim(now, result)
+        if not batches:
+            return result
+        outcomes = await asyncio.gather(*(self._send_and_record(b, now) for b in batches), return_exceptions=True)
+        for batch, outcome in zip(batches, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                # Recording failed (database gone): the lease expires and the batch is sent again.
+                log.error("notify.record_failed", error=str(outcome) or type(outcome).__name__,
+                          notifications=len(batch.items))
+                continue
+            for name, n in outcome.items():
+                setattr(result, name, getattr(result, name) + n)
+        return result
+
+    async def _claim(self, now: datetime, result: PassResult) -> list[_Batch]:
+        cfg = self._config
+        async with self._pool().acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_CLAIM, now, cfg.batch_size)
+            if not rows:
+                return []
+            items = [_Item.from_row(r) for r in rows]
+            by_id = {i.notification_id: i for i in items}
+            fresh = [i for i in items if i.fresh]
+            batches = [_single(i) for i in items if not i.fresh]
+            pending = [
+                throttle.Pending(i.request, i.request.recipient.channels[0], i.received_at) for i in fresh
+            ]
+            keys = {_key_text(throttle.address_key(p.channel)) for p in pending}
+            last_sent = {
+                _key_from_text(r["address_key"]): r["last_sent_at"]
+                for r in await conn.fetch(
+                    "SELECT address_key, last_sent_at FROM address_sends WHERE address_key = ANY($1::text[])",
+                    sorted(keys),
+                )
+            }
+            plan = throttle.plan(now, pending, policy=cfg.throttle, last_sent=last_sent)
+            for b in plan.send_now:
+                batches.append(
+                    _Batch(b.channel.kind, b.channel.address,
+                           tuple(by_id[p.request.notification_id] for p in b.items))
+                )
+            planned = {i.notification_id for b in batches for i in b.items}
+            held = [(h.item.request.notification_id, h.until) for h in plan.held]
+            # A fresh row the plan dropped (the same notification twice on one address) is sent alone.
+            batches += [_single(i) for i in fresh if i.notification_id not in planned
+                        and i.notification_id not in {n for n, _ in held}]
+            if held:
+                await conn.execute(
+                    "UPDATE deliveries SET state = 'held', next_attempt_at = u.until, updated_at = $3"
+                    " FROM unnest($1::text[], $2::timestamptz[]) AS u(id, until)"
+                    " WHERE deliveries.notification_id = u.id",
+                    [n for n, _ in held], [u for _, u in held], now,
+                )
+                result.held += len(held)
+            sending = [i.notification_id for b in batches for i in b.items]
+            await conn.execute(
+                "UPDATE deliveries SET state = 'sending', next_attempt_at = $2, updated_at = $3"
+                " WHERE notification_id = ANY($1::text[])",
+                sending, now + cfg.lease, now,
+            )
+            sent_keys = sorted({_key_text(throttle.address_key(_address(b))) for b in batches})
+            await conn.execute(
+                "INSERT INTO address_sends (address_key, last_sent_at) SELECT k, $2 FROM unnest($1::text[]) k"
+                " ON CONFLICT (address_key) DO UPDATE SET last_sent_at ="
+                " GREATEST(address_sends.last_sent_at, EXCLUDED.last_sent_at)",
+                sent_keys, now,
+            )
+        return batches
+
+    async def _send_and_record(self, batch: _Batch, now: datetime) -> dict[str, int]:
+        async with self._limit:
+            try:
+                receipt: DeliveryReceipt | Exception = await self._send(batch, now)
+            except (RetryableDeliveryError, PermanentDeliveryError) as exc:
+                receipt = exc
+            except Exception as exc:  # noqa: BLE001 - a rendering or adapter bug must not stall the others
+                log.exception("notify.send_crashed", channel=batch.kind.value)
+                receipt = PermanentDeliveryError(f"{batch.kind.value} adapter error ({type(exc).__name__})")
+            async with self._pool().acquire() as conn, conn.transaction():
+                if isinstance(receipt, DeliveryReceipt):
+                    return {"sent": await self._record_sent(conn, batch, receipt, now)}
+                counts = {"retried": 0, "fell_back": 0, "failed": 0}
+                for item in batch.items:
+                    counts[await self._record_failure(conn, item, batch.kind, receipt, now)] += 1
+                return counts
+
+    async def _send(self, batch: _Batch, now: datetime) -> DeliveryReceipt:
+        channel = self._channels.get(batch.kind)
+        if channel is None:
+            raise PermanentDeliveryError(f"no {batch.kind.value} channel is configured")
+        message = self._render(batch, now)
+        log.info("notify.sending", channel=batch.kind.value, message_id=message.message_id,
+                 notifications=len(batch.items))
+        receipt: DeliveryReceipt = await channel.send(message, batch.address)
+        return receipt
+
+    def _render(self, batch: _Batch, now: datetime) -> OutgoingMessage:
+        cfg = self._config
+        items = []
+        for item in batch.items:
+            r = item.request
+            token = issue_ack_token(
+                cfg.ack_secret, notification_id=r.notification_id, incident_id=r.incident_id,
+                school_id=r.school_id, recipient_role=r.recipient.role, ttl=cfg.ack_ttl, clock=lambda: now,
+            )
+            items.append((r, Links(acknowledge=ack_url(cfg.public_base_url, token))))
+        return render_digest(items)
+
+    # ------------------------------------------------------------------ outcomes
+
+    async def _record_sent(self, conn: Connection, batch: _Batch, receipt: DeliveryReceipt, now: datetime) -> int:
+        events: list[CloudEvent] = []
+        for item in batch.items:
+            updated = await conn.fetchval(
+                "UPDATE deliveries SET state = 'sent', sent_channel = $2, provider_id = $3, message_id = $4,"
+                " attempts = attempts + 1, total_attempts = total_attempts + 1, finished_at = $5,"
+                " updated_at = $5, last_error = NULL"
+                " WHERE notification_id = $1 AND state NOT IN ('sent', 'failed') RETURNING total_attempts",
+                item.notification_id, receipt.channel.value, receipt.provider_id, receipt.message_id, now,
+            )
+            if updated is None:
+                continue  # recorded by another worker whose lease we outlived
+            r = item.request
+            data = NotificationDelivered(
+                notification_id=r.notification_id, incident_id=r.incident_id, recipient_role=r.recipient.role,
+                channel=receipt.channel, provider_id=receipt.provider_id, attempts=int(updated),
+            )
+            events.append(_event(EventType.NOTIFICATION_DELIVERED, item, data.model_dump(mode="json"), now))
+        await enqueue(conn, events)
+        log.info("notify.delivered", channel=receipt.channel.value, message_id=receipt.message_id,
+                 notifications=len(events))
+        return len(events)
+
+    async def _record_failure(
+        self, conn: Connection, item: _Item, kind: ChannelKind, error: Exception, now: datetime
+    ) -> str:
+        reason = getattr(error, "reason", str(error))
+        attempts = item.attempts + 1
+        errors = [*item.errors, f"{kind.value}: {reason}"][-20:]
+        if isinstance(error, RetryableDeliveryError):
+            kwargs: dict[str, Any] = {"now": now, "retry_after": error.retry_after}
+            if self._rand is not None:
+                kwargs["rand"] = self._rand
+            decision = self._config.backoff.after_failure(attempts, **kwargs)
+            if not isinstance(decision, GiveUp):
+                await conn.execute(
+                    "UPDATE deliveries SET state = 'pending', attempts = $2, total_attempts = total_attempts + 1,"
+                    " next_attempt_at = $3, last_error = $4, errors = $5::jsonb, updated_at = $6"
+                    " WHERE notification_id = $1 AND state NOT IN ('sent', 'failed')",
+                    item.notification_id, attempts, decision.at, reason, json.dumps(errors), now,
+                )
+                log.info("notify.retry_scheduled", channel=kind.value, attempt=attempts, at=decision.at.isoformat())
+                return "retried"
+            errors[-1] += f" ({decision.reason})"
+        next_index = item.channel_index + 1
+        if next_index < len(item.request.recipient.channels):
+            await conn.execute(
+                "UPDATE deliveries SET state = 'pending', channel_index = $2, attempts = 0,"
+                " total_attempts = total_attempts + 1, next_attempt_at = $3, last_error = $4, errors = $5::jsonb,"
+                " updated_at = $3 WHERE notification_id = $1 AND state NOT IN ('sent', 'failed')",
+                item.notification_id, next_index, now, reason, json.dumps(errors),
+            )
+            log.info("notify.fallback", from_channel=kind.value,
+                     to_channel=item.request.recipient.channels[next_index].kind.value)
+            return "fell_back"
+        updated = await conn.fetchval(
+            "UPDATE deliveries SET state = 'failed', total_attempts = total_attempts + 1, last_error = $2,"
+            " errors = $3::jsonb, finished_at = $4, updated_at = $4"
+            " WHERE notification_id = $1 AND state NOT IN ('sent', 'failed') RETURNING notification_id",
+            item.notification_id, reason, json.dumps(errors), now,
+        )
+        if updated is not None:
+            r = item.request
+            data = NotificationFailed(
+                notification_id=r.notification_id, incident_id=r.incident_id, recipient_role=r.recipient.role,
+                level=r.level, generation=r.generation, errors=errors,
+            )
+            await enqueue(conn, [_event(EventType.NOTIFICATION_FAILED, item, data.model_dump(mode="json"), now)])
+            log.warning("notify.failed", channels=len(r.recipient.channels))
+        return "failed"
+
+
+def _single(item: _Item) -> _Batch:
+    channel = item.request.recipient.channels[item.channel_index]
+    return _Batch(channel.kind, channel.address, (item,))
+
+
+def _address(batch: _Batch) -> ChannelAddress:
+    return ChannelAddress(kind=batch.kind, address=batch.address)
+
+
+def _key_text(key: throttle.AddressKey) -> str:
+    return f"{key[0].value}:{key[1]}"
+
+
+def _key_from_text(text: str) -> throttle.AddressKey:
+    kind, _, address = text.partition(":")
+    return ChannelKind(kind), address
+
+
+def _event(type: EventType, item: _Item, data: dict[str, Any], now: datetime) -> CloudEvent:
+    """Outcome events have ids derived from the notification id: recorded twice, published once."""
+    r = item.request
+    return CloudEvent(
+        id=str(uuid.uuid5(EVENT_NAMESPACE, f"{type.value}:{r.notification_id}")),
+        source=SOURCE, type=type, subject=r.incident_id, time=now, data=data, schoolid=r.school_id,
+        correlationid=item.correlation_id, causationid=item.event_id,
+    )

@@ -1,0 +1,140 @@
+"""The notify service: consumes notifications.requested, delivers by email, SMS or webhook, reports back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import uvicorn
+from fastapi import FastAPI
+
+from common.contracts import ChannelKind
+from common.db import load_migrations
+from common.events import Clock, utc_now
+from common.http import service_app
+from common.logging import configure
+from common.runtime import Runtime, ServiceSpec
+from common.topics import Topic
+from notify.channels.base import Channel
+from notify.channels.govuk_notify import GovUkNotifyChannel, GovUkNotifySettings, NotifyApiKey
+from notify.channels.smtp import SmtpChannel, SmtpSettings
+from notify.channels.webhook import WebhookChannel
+from notify.config import NotifySettings
+from notify.consumer import requested_handler
+from notify.delivery import Deliverer, DeliveryConfig
+from notify.retry import BackoffPolicy
+from notify.throttle import ThrottlePolicy
+
+
+def build_channels(settings: NotifySettings, clock: Clock = utc_now) -> dict[ChannelKind, Channel]:
+    """The channels the settings enable. GOV.UK Notify only with an API key, webhooks only with a secret."""
+    channels: dict[ChannelKind, Channel] = {}
+    govuk: GovUkNotifySettings | None = None
+    if settings.notify_api_key:
+        govuk = GovUkNotifySettings(
+            api_key=NotifyApiKey.parse(settings.notify_api_key),
+            email_template_id=settings.notify_email_template_id,
+            sms_template_id=settings.notify_sms_template_id,
+            base_url=settings.notify_base_url,
+            email_reply_to_id=settings.notify_email_reply_to_id,
+            sms_sender_id=settings.notify_sms_sender_id,
+        )
+        if settings.notify_sms_template_id:
+            channels[ChannelKind.SMS] = GovUkNotifyChannel(govuk, ChannelKind.SMS, clock=clock)
+    smtp: Channel | None = None
+    if settings.smtp_host:
+        smtp = SmtpChannel(
+            SmtpSettings(
+                host=settings.smtp_host, port=settings.smtp_port, sender=settings.mail_from,
+                starttls=settings.smtp_starttls, implicit_tls=settings.smtp_implicit_tls,
+                username=settings.smtp_username, password=settings.smtp_password,
+                timeout_seconds=settings.smtp_timeout_seconds,
+            ),
+            clock=clock,
+        )
+    govuk_email = (
+        GovUkNotifyChannel(govuk, ChannelKind.EMAIL, clock=clock)
+        if govuk is not None and settings.notify_email_template_id else None
+    )
+    if settings.email_provider == "govuk_notify" and govuk_email is not None:
+        channels[ChannelKind.EMAIL] = govuk_email
+    elif smtp is not None:
+        channels[ChannelKind.EMAIL] = smtp
+    elif govuk_email is not None:
+        channels[ChannelKind.EMAIL] = govuk_email
+    if settings.webhook_secret:
+        channels[ChannelKind.WEBHOOK] = WebhookChannel(
+            settings.webhook_secret, clock=clock, allow_plain_http=settings.webhook_allow_plain_http
+        )
+    return channels
+
+
+def delivery_config(settings: NotifySettings) -> DeliveryConfig:
+    return DeliveryConfig(
+        ack_secret=settings.token_secret,
+        public_base_url=settings.public_base_url,
+        ack_ttl=timedelta(hours=settings.ack_link_ttl_hours),
+        backoff=BackoffPolicy(
+            base_seconds=settings.retry_base_seconds, cap_seconds=settings.retry_cap_seconds,
+            max_attempts=settings.retry_max_attempts,
+            max_retry_after_seconds=settings.retry_max_retry_after_seconds,
+        ),
+        throttle=ThrottlePolicy(window=timedelta(seconds=settings.throttle_window_seconds)),
+        lease=timedelta(seconds=settings.send_lease_seconds),
+        batch_size=settings.delivery_batch,
+        concurrency=settings.delivery_concurrency,
+        poll_seconds=settings.delivery_poll_seconds,
+    )
+
+
+@dataclass
+class NotifyService:
+    runtime: Runtime
+    deliverer: Deliverer
+
+
+def build(
+    settings: NotifySettings,
+    *,
+    clock: Clock = utc_now,
+    channels: Mapping[ChannelKind, Channel] | None = None,
+) -> NotifyService:
+    """The runtime (consumer, outbox relay, delivery loop) and the deliverer, which tests may drive."""
+    holder: list[Runtime] = []
+    deliverer = Deliverer(
+        lambda: holder[0].pool,
+        build_channels(settings, clock) if channels is None else channels,
+        delivery_config(settings),
+    )
+
+    async def delivery_loop(runtime: Runtime, stop: asyncio.Event) -> None:
+        await deliverer.run(stop, clock)
+
+    spec = ServiceSpec(
+        settings=settings,
+        migrations=load_migrations("notify.migrations"),
+        handlers={Topic.NOTIFICATIONS_REQUESTED.value: requested_handler(clock)},
+        background=[delivery_loop] if settings.delivery_loop else [],
+    )
+    runtime = Runtime(spec)
+    holder.append(runtime)
+    return NotifyService(runtime, deliverer)
+
+
+def create_app(settings: NotifySettings | None = None) -> FastAPI:
+    settings = settings or NotifySettings()
+    service = build(settings)
+    app: FastAPI = service_app(service.runtime, title="Online-safety notify",
+                      description="Delivers escalations by email, SMS and webhook.")
+    app.state.settings = settings
+    app.state.deliverer = service.deliverer
+    return app
+
+
+def run() -> None:
+    settings = NotifySettings()
+    configure(settings.service_name, fmt=settings.log_format, level=settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
+                server_header=False)

@@ -1,0 +1,330 @@
+"""The notify service on the real database and broker, with real local SMTP and HTTP servers."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from standardwebhooks import Webhook
+from support.helpers import eventually, produce, read_topic
+
+from common.contracts import (
+    ChannelAddress,
+    ChannelKind,
+    IncidentClass,
+    NotificationRequested,
+    Recipient,
+    Urgency,
+)
+from common.events import CloudEvent, new_event, utc_now
+from common.tokens import verify_ack_token
+from common.topics import EventType
+from notify.config import NotifySettings
+from notify.main import NotifyService, build
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"oakfield-webhook-signing-key-32b").decode()
+NOTIFY_API_KEY = "oakfield_live-26785a09-ab16-4eb0-8407-a37497a57506-3d844edf-8d35-48ac-975b-e847b4f122b0"
+SMS_TEMPLATE = "ceb50d92-100d-4b8b-b559-14fa3b091cda"
+TOKEN_SECRET = "test-token-secret-0123456789abcdef-0123456789"
+PUBLIC = "https://safety.oakfield.example"
+PUPIL_NAME = "Jamie Fictional-Pupil"
+PUPIL_DOB = "14/02/2014"
+
+
+def notify_settings(stack: Any, isolation: str, smtp_port: int, **overrides: Any) -> NotifySettings:
+    values: dict[str, Any] = {
+        "database_url": stack.admin_dsn,
+        "db_schema": f"{isolation}_notify",
+        "kafka_bootstrap_servers": stack.bootstrap,
+        "topic_prefix": f"{isolation}.",
+        "outbox_poll_seconds": 0.1,
+        "delivery_poll_seconds": 0.05,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp_port,
+        "smtp_timeout_seconds": 5,
+        "mail_from": "alerts@oakfield.example",
+        "token_secret": TOKEN_SECRET,
+        "public_base_url": PUBLIC,
+        "retry_base_seconds": 0.05,
+        "retry_cap_seconds": 0.2,
+        "retry_max_attempts": 4,
+    }
+    values.update(overrides)
+    return NotifySettings(**values)
+
+
+def requested(request: NotificationRequested) -> CloudEvent:
+    return new_event(
+        EventType.NOTIFICATION_REQUESTED, source="tests", subject=request.incident_id,
+        schoolid=request.school_id, data=request.model_dump(mode="json"),
+    )
+
+
+def fresh(make_request: Callable[..., NotificationRequested], **overrides: Any) -> NotificationRequested:
+    overrides.setdefault("notification_id", str(uuid.uuid4()))
+    return make_request(**overrides)
+
+
+def recipient(*channels: tuple[ChannelKind, str], role: str = "dsl") -> Recipient:
+    return Recipient(role=role, name="Ms Patel", channels=[ChannelAddress(kind=k, address=a) for k, a in channels])
+
+
+async def start(settings: NotifySettings) -> NotifyService:
+    service = build(settings)
+    await service.runtime.start()
+    return service
+
+
+async def send_requests(stack: Any, isolation: str, *events: CloudEvent) -> None:
+    await produce(stack.bootstrap, f"{isolation}.notifications.requested", [e.to_bytes() for e in events])
+
+
+async def outcome_events(stack: Any, isolation: str, topic: str, expect: int, timeout: float = 15) -> list[CloudEvent]:
+    records = await read_topic(stack.bootstrap, f"{isolation}.{topic}", expect=expect, timeout=timeout)
+    return [CloudEvent.from_bytes(value) for value, _ in records]
+
+
+async def delivery_rows(stack: Any, isolation: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(stack.admin_dsn)
+    try:
+        return list(await conn.fetch(f"SELECT * FROM {isolation}_notify.deliveries ORDER BY received_at"))  # noqa: S608
+    finally:
+        await conn.close()
+
+
+async def test_requested_notification_is_emailed_and_reported_delivered(stack, isolation, smtp_server, make_request):
+    service = await start(notify_settings(stack, isolation, smtp_server.port))
+    try:
+        request = fresh(make_request)
+        await send_requests(stack, isolation, requested(request))
+        delivered = await outcome_events(stack, isolation, "notifications.delivered", expect=1, timeout=25)
+    finally:
+        await service.runtime.stop()
+    assert len(smtp_server.mailbox.messages) == 1
+    email = smtp_server.mailbox.messages[0]
+    assert email["Message-ID"] == f"<{request.notification_id}@oakfield.example>"
+    assert email["To"] == "dsl@oakfield.example"
+    assert "OSI-7K2QF" in email["Subject"] and "Oakfield Primary School" in email["Subject"]
+    body = email.get_content()
+    link = next(line for line in body.splitlines() if line.startswith(f"{PUBLIC}/ack/"))
+    claims = verify_ack_token(link.rsplit("/", 1)[1], TOKEN_SECRET)
+    assert (claims.notification_id, claims.incident_id, claims.recipient_role) == (
+        request.notification_id, request.incident_id, "dsl"
+    )
+    [event] = delivered
+    assert event.type is EventType.NOTIFICATION_DELIVERED and event.subject == request.incident_id
+    assert event.data["notification_id"] == request.notification_id
+    assert event.data["channel"] == "email"
+    assert event.data["provider_id"] == email["Message-ID"]
+    assert event.data["attempts"] == 1
+
+
+async def test_redelivered_request_is_sent_once(stack, isolation, smtp_server, make_request):
+    service = await start(notify_settings(stack, isolation, smtp_server.port))
+    try:
+        request, marker = fresh(make_request), fresh(make_request, reference="OSI-MARK1")
+        first = requested(request)
+        again_new_id = requested(request)  # the same notification under another event id (triage re-sent it)
+        await send_requests(stack, isolation, first, first, again_new_id)
+        await eventually(lambda: _mail_count_at_least(smtp_server, 1), timeout=20, what="the first email")
+        await send_requests(stack, isolation, first, requested(marker))
+        await eventually(lambda: _mail_count_at_least(smtp_server, 2), timeout=20, what="the marker email")
+        delivered = await outcome_events(stack, isolation, "notifications.delivered", expect=3, timeout=3)
+    finally:
+        await service.runtime.stop()
+    ids = [m["Message-ID"] for m in smtp_server.mailbox.messages]
+    assert sorted(ids) == sorted([f"<{request.notification_id}@oakfield.example>",
+                                  f"<{marker.notification_id}@oakfield.example>"])
+    assert sorted(e.data["notification_id"] for e in delivered) == sorted(
+        [request.notification_id, marker.notification_id]
+    )
+
+
+async def _mail_count_at_least(server: Any, n: int) -> bool:
+    return len(server.mailbox.messages) >= n
+
+
+async def test_retryable_smtp_failure_is_retried_then_delivered(stack, isolation, smtp_server, make_request):
+    smtp_server.mailbox.data_replies.extend(["451 4.3.0 try again later", "421 4.7.0 busy"])
+    service = await start(notify_settings(stack, isolation, smtp_server.port))
+    try:
+        request = fresh(make_request)
+        await send_requests(stack, isolation, requested(request))
+        [event] = await outcome_events(stack, isolation, "notifications.delivered", expect=1, timeout=25)
+    finally:
+        await service.runtime.stop()
+    assert event.data["channel"] == "email" and event.data["attempts"] == 3
+    assert len(smtp_server.mailbox.messages) == 1
+    [row] = await delivery_rows(stack, isolation)
+    assert row["state"] == "sent" and row["total_attempts"] == 3
+
+
+async def test_permanent_failure_falls_back_to_the_next_channel(
+    stack, isolation, smtp_server, http_server, make_request
+):
+    smtp_server.mailbox.refuse_recipients_with = "550 5.1.1 no such user"
+    http_server.default.status = 204
+    http_server.default.body = None
+    service = await start(notify_settings(stack, isolation, smtp_server.port, webhook_secret=WEBHOOK_SECRET))
+    try:
+        request = fresh(make_request, recipient=recipient(
+            (ChannelKind.EMAIL, "gone@oakfield.example"), (ChannelKind.WEBHOOK, f"{http_server.url}/cpoms")
+        ))
+        await send_requests(stack, isolation, requested(request))
+        [event] = await outcome_events(stack, isolation, "notifications.delivered", expect=1, timeout=25)
+    finally:
+        await service.runtime.stop()
+    assert smtp_server.mailbox.messages == []
+    [hook] = http_server.requests
+    assert hook.path == "/cpoms"
+    assert hook.headers["webhook-id"] == request.notification_id
+    payload = Webhook(WEBHOOK_SECRET).verify(hook.body, hook.headers)
+    assert payload["notifications"][0]["notification_id"] == request.notification_id
+    assert event.data["channel"] == "webhook" and event.data["provider_id"] == request.notification_id
+    assert event.data["attempts"] == 2
+    [row] = await delivery_rows(stack, isolation)
+    assert row["channel_index"] == 1 and "550" in row["errors"]
+
+
+async def test_every_channel_failing_publishes_notification_failed(
+    stack, isolation, smtp_server, http_server, make_request
+):
+    smtp_server.mailbox.refuse_recipients_with = "550 5.1.1 no such user"
+    http_server.default.status = 503  # retryable, until the retries run out
+    service = await start(notify_settings(stack, isolation, smtp_server.port, webhook_secret=WEBHOOK_SECRET,
+                                          retry_max_attempts=3))
+    try:
+        request = fresh(make_request, level=2, generation=5, recipient=recipient(
+            (ChannelKind.EMAIL, "gone@oakfield.example"), (ChannelKind.WEBHOOK, f"{http_server.url}/down")
+        ))
+        await send_requests(stack, isolation, requested(request))
+        [event] = await outcome_events(stack, isolation, "notifications.failed", expect=1, timeout=25)
+        assert await outcome_events(stack, isolation, "notifications.delivered", expect=1, timeout=1) == []
+    finally:
+        await service.runtime.stop()
+    assert event.type is EventType.NOTIFICATION_FAILED
+    assert event.data["notification_id"] == request.notification_id
+    assert (event.data["level"], event.data["generation"], event.data["recipient_role"]) == (2, 5, "dsl")
+    assert len(event.data["errors"]) == 4  # one email refusal, three webhook attempts
+    assert event.data["errors"][0].startswith("email: recipient refused: 550")
+    assert "gave up after 3 attempts" in event.data["errors"][-1]
+    assert len(http_server.requests) == 3
+    assert {r.headers["webhook-id"] for r in http_server.requests} == {request.notification_id}
+
+
+async def test_restart_in_the_middle_of_a_backoff_resumes_it(stack, isolation, smtp_server, make_request):
+    settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False,
+                               retry_base_seconds=60, retry_cap_seconds=60)
+    smtp_server.mailbox.data_replies.append("451 4.3.0 try again later")
+    request = fresh(make_request)
+    first = await start(settings)
+    try:
+        await send_requests(stack, isolation, requested(request))
+        await eventually(lambda: _rows_at_least(stack, isolation, 1), timeout=20, what="the delivery row")
+        t0 = utc_now()
+        result = await first.deliverer.deliver_due(t0)
+        assert result.retried == 1 and smtp_server.mailbox.messages == []
+    finally:
+        await first.runtime.stop()  # notify goes away during the backoff
+
+    [row] = await delivery_rows(stack, isolation)
+    assert (row["state"], row["attempts"]) == ("pending", 1)
+    assert t0 < row["next_attempt_at"] <= t0 + timedelta(seconds=60)
+
+    second = await start(settings)
+    try:
+        early = await second.deliverer.deliver_due(row["next_attempt_at"] - timedelta(milliseconds=1))
+        assert early.claimed == 0 and smtp_server.mailbox.messages == []
+        resumed = await second.deliverer.deliver_due(t0 + timedelta(minutes=2))
+        assert resumed.sent == 1
+        [event] = await outcome_events(stack, isolation, "notifications.delivered", expect=1, timeout=20)
+    finally:
+        await second.runtime.stop()
+    assert len(smtp_server.mailbox.messages) == 1
+    assert event.data["notification_id"] == request.notification_id and event.data["attempts"] == 2
+
+
+async def _rows_at_least(stack: Any, isolation: str, n: int) -> bool:
+    try:
+        return len(await delivery_rows(stack, isolation)) >= n
+    except asyncpg.UndefinedTableError:
+        return False
+
+
+async def test_no_child_name_in_any_subject_or_sms(stack, isolation, smtp_server, http_server, make_request):
+    settings = notify_settings(stack, isolation, smtp_server.port, notify_api_key=NOTIFY_API_KEY,
+                               notify_base_url=http_server.url, notify_sms_template_id=SMS_TEMPLATE)
+    service = await start(settings)
+    try:
+        by_sms = fresh(make_request, recipient=recipient((ChannelKind.SMS, "07700 900123"), role="headteacher"))
+        by_email = fresh(make_request, incident_class=IncidentClass.YOUTH_PRODUCED_SEXUAL_IMAGERY,
+                         urgency=Urgency.HIGH)
+        smuggled = requested(fresh(make_request)).model_copy(
+            update={"data": {**by_email.model_dump(mode="json"), "notification_id": str(uuid.uuid4()),
+                             "pupil_name": PUPIL_NAME, "pupil_dob": PUPIL_DOB}}
+        )
+        await send_requests(stack, isolation, smuggled, requested(by_sms), requested(by_email))
+        delivered = await outcome_events(stack, isolation, "notifications.delivered", expect=2, timeout=25)
+        dead = await read_topic(stack.bootstrap, f"{isolation}.notifications.requested.dlq", expect=1, timeout=10)
+    finally:
+        await service.runtime.stop()
+    assert sorted(e.data["channel"] for e in delivered) == ["email", "sms"]
+    assert len(dead) == 1 and b"pupil_name" in dead[0][1]["dlq.error"]  # a request carrying a name is refused
+    assert PUPIL_NAME.encode() not in dead[0][1]["dlq.error"]  # and the refusal does not repeat it
+    [sms] = [r.json() for r in http_server.requests]
+    assert sms["phone_number"] == "07700 900123" and sms["template_id"] == SMS_TEMPLATE
+    assert sms["reference"] == by_sms.notification_id
+    [email] = smtp_server.mailbox.messages
+    for text in (sms["personalisation"]["body"], email["Subject"], email.get_content()):
+        assert PUPIL_NAME.split()[0] not in text and PUPIL_DOB not in text and "2014" not in text
+    assert "OSI-7K2QF" in sms["personalisation"]["body"]
+    assert "youth-produced sexual imagery" in email["Subject"]
+
+
+async def test_routine_requests_to_one_address_are_grouped_and_illegal_ones_are_not(
+    stack, isolation, smtp_server, make_request
+):
+    settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False, throttle_window_seconds=120)
+    routine = {"incident_class": IncidentClass.INAPPROPRIATE, "urgency": Urgency.NORMAL}
+    service = await start(settings)
+    try:
+        a, b = fresh(make_request, reference="OSI-AAAA1", **routine), fresh(make_request, reference="OSI-BBBB2",
+                                                                             **routine)
+        await send_requests(stack, isolation, requested(a), requested(b))
+        await eventually(lambda: _rows_at_least(stack, isolation, 2), timeout=20, what="two rows")
+        t0 = utc_now()
+        assert (await service.deliverer.deliver_due(t0)).sent == 2  # a quiet address: at once, as one digest
+        assert len(smtp_server.mailbox.messages) == 1
+        digest = smtp_server.mailbox.messages[0]
+        assert "2 online-safety incidents" in digest["Subject"]
+        assert "OSI-AAAA1" in digest.get_content() and "OSI-BBBB2" in digest.get_content()
+
+        c = fresh(make_request, reference="OSI-CCCC3", **routine)
+        illegal = fresh(make_request, reference="OSI-DDDD4")
+        await send_requests(stack, isolation, requested(c), requested(illegal))
+        await eventually(lambda: _rows_at_least(stack, isolation, 4), timeout=20, what="four rows")
+        second = await service.deliverer.deliver_due(t0 + timedelta(seconds=10))
+        assert (second.sent, second.held) == (1, 1)  # the illegal one goes, the routine one waits
+        assert "OSI-DDDD4" in smtp_server.mailbox.messages[-1]["Subject"]
+        assert (await service.deliverer.deliver_due(t0 + timedelta(seconds=60))).claimed == 0
+        released = await service.deliverer.deliver_due(t0 + timedelta(seconds=121))
+        assert released.sent == 1
+        assert "OSI-CCCC3" in smtp_server.mailbox.messages[-1]["Subject"]
+        delivered = await outcome_events(stack, isolation, "notifications.delivered", expect=4, timeout=15)
+    finally:
+        await service.runtime.stop()
+    assert len(smtp_server.mailbox.messages) == 3
+    assert sorted(e.data["notification_id"] for e in delivered) == sorted(
+        r.notification_id for r in (a, b, c, illegal)
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SMTP_HOST", "NOTIFY_API_KEY", "WEBHOOK_SECRET", "DELIVERY_LOOP"):
+        monkeypatch.delenv(name, raising=False)
