@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from support.helpers import produce, read_topic
-from support.triage_service import FakeClock, T0, reported_event, runtime_for
+from support.triage_service import T0, FakeClock, reported_event, runtime_for
 
 from common.events import CloudEvent
 from common.topics import EventType

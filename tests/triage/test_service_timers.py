@@ -1,0 +1,196 @@
+"""Escalation timers on a fake clock against the real database: every level, restarts, two processes,
+acknowledgement and closure (the fencing generation), failed notices, reminders."""
+
+from __future__ import annotations
+
+import asyncio
+
+from support.triage_service import (
+    FakeClock,
+    ack_event,
+    action_event,
+    escalation_notices,
+    failed_event,
+    fetch,
+    handle,
+    of_type,
+    outbox,
+    reported_event,
+    runtime_for,
+)
+
+from common.topics import EventType
+
+REPORTED, ACKED, ACTIONS, FAILED = "incidents.reported", "incidents.acknowledged", "incidents.actions", \
+    "notifications.failed"
+
+
+async def test_escalation_walks_every_level_then_repeats_the_top_and_says_so(stack, isolation):
+    clock = FakeClock()
+    runtime = runtime_for(stack, isolation, clock)
+    schema = f"{isolation}_triage"
+    await runtime.start()
+    try:
+        await handle(runtime, REPORTED, reported_event("inc-walk-1"))
+        assert (await runtime.fire_due(clock.at(14))).fired == 0
+        steps = []
+        for minute in (15, 29, 30, 59, 60, 90):  # illegal: 15 min, 15 min, 30 min, then every 30 min
+            steps.append((minute, (await runtime.fire_due(clock.at(minute))).fired))
+        assert steps == [(15, 1), (29, 0), (30, 1), (59, 0), (60, 1), (90, 1)]
+    finally:
+        await runtime.stop()
+
+    events = await outbox(stack.admin_dsn, schema)
+    assert escalation_notices(events) == [
+        (0, 1, "headteacher"), (0, 1, "dsl"), (1, 1, "deputy_dsl"), (2, 1, "chair_of_governors"),
+        (2, 1, "chair_of_governors"), (2, 1, "chair_of_governors"),
+    ]
+    escalated = [(e.data["from_level"], e.data["to_level"], e.data["repeat"])
+                 for e in of_type(events, EventType.INCIDENT_ESCALATED)]
+    assert escalated == [(0, 1, 0), (1, 2, 0), (2, 2, 1), (2, 2, 2)]
+    repeats = [e.data["reason"] for e in of_type(events, EventType.INCIDENT_ESCALATED)][2:]
+    assert all("chain is exhausted" in r and "repeating the top level" in r for r in repeats)
+    ids = [e.data["notification_id"] for e in of_type(events, EventType.NOTIFICATION_REQUESTED)]
+    assert len(ids) == len(set(ids))
+
+
+async def test_timers_survive_a_restart_of_triage(stack, isolation):
+    clock = FakeClock()
+    first = runtime_for(stack, isolation, clock)
+    await first.start()
+    try:
+        await handle(first, REPORTED, reported_event("inc-restart-1"))
+        assert (await first.fire_due(clock.at(15))).escalated == 1
+    finally:
+        await first.stop()
+
+    second = runtime_for(stack, isolation, clock)  # a new process: only the database remembers
+    await second.start()
+    try:
+        assert (await second.fire_due(clock.at(31))).escalated == 1
+        assert (await second.fire_due(clock.at(62))).repeated == 1
+    finally:
+        await second.stop()
+    events = await outbox(stack.admin_dsn, f"{isolation}_triage")
+    assert [role for _, _, role in escalation_notices(events)] == [
+        "headteacher", "dsl", "deputy_dsl", "chair_of_governors", "chair_of_governors"]
+
+
+async def test_two_triage_processes_firing_at_once_neither_miss_nor_double_a_timer(stack, isolation):
+    clock = FakeClock()
+    a = runtime_for(stack, isolation, clock, timer_batch=3)
+    b = runtime_for(stack, isolation, clock, timer_batch=3)
+    await a.start()
+    await b.start()
+    try:
+        incidents = [f"inc-pair-{n:02d}" for n in range(30)]
+        for incident in incidents:
+            await handle(a, REPORTED, reported_event(incident))
+        totals = [0, 0]
+        for minute in (15, 30, 60):
+            ra, rb = await asyncio.gather(a.fire_due(clock.at(minute)), b.fire_due(clock.at(minute)))
+            assert ra.fired + rb.fired == len(incidents)
+            assert not set(ra.incidents) & set(rb.incidents)
+            totals[0] += ra.fired
+            totals[1] += rb.fired
+            assert (await a.fire_due(clock.now)).fired == 0  # nothing left behind
+    finally:
+        await a.stop()
+        await b.stop()
+    assert min(totals) > 0, f"both processes should have done some of the work: {totals}"
+    events = await outbox(stack.admin_dsn, f"{isolation}_triage")
+    escalated = of_type(events, EventType.INCIDENT_ESCALATED)
+    assert len(escalated) == 3 * len(incidents)
+    assert len({(e.subject, e.data["to_level"], e.data["repeat"]) for e in escalated}) == len(escalated)
+
+
+async def test_acknowledgement_stops_the_timers_and_a_stale_generation_does_nothing(stack, isolation):
+    clock = FakeClock()
+    runtime = runtime_for(stack, isolation, clock)
+    schema = f"{isolation}_triage"
+    await runtime.start()
+    try:
+        await handle(runtime, REPORTED, reported_event("inc-ack-1"))
+        assert (await runtime.fire_due(clock.at(15))).escalated == 1
+        await handle(runtime, ACKED, ack_event("inc-ack-1", clock.at(20), role="deputy_dsl"))
+        await handle(runtime, ACKED, ack_event("inc-ack-1", clock.at(21)))  # a second one changes nothing
+        # A failure report for a notice of the old generation, then the timers long after: nothing is sent.
+        await handle(runtime, FAILED, failed_event("inc-ack-1", role="deputy_dsl", level=1, generation=1))
+        assert (await runtime.fire_due(clock.at(600))).fired == 0
+    finally:
+        await runtime.stop()
+    columns = "status, generation, next_due_at, acknowledged_by"
+    (row,) = await fetch(stack.admin_dsn, f"SELECT {columns} FROM {schema}.incidents")  # noqa: S608
+    assert (row["status"], row["generation"], row["next_due_at"], row["acknowledged_by"]) == (
+        "acknowledged", 2, None, "deputy_dsl")
+    events = await outbox(stack.admin_dsn, schema)
+    assert [role for _, _, role in escalation_notices(events)] == ["headteacher", "dsl", "deputy_dsl"]
+    assert len(of_type(events, EventType.INCIDENT_ESCALATED)) == 1
+
+
+async def test_a_failed_notice_of_the_current_level_escalates_at_once(stack, isolation):
+    clock = FakeClock()
+    runtime = runtime_for(stack, isolation, clock)
+    await runtime.start()
+    try:
+        await handle(runtime, REPORTED, reported_event("inc-fail-1"))
+        clock.at(2)
+        await handle(runtime, FAILED, failed_event("inc-fail-1", role="dsl", level=0, generation=1))
+        await handle(runtime, FAILED, failed_event("inc-fail-1", role="headteacher", level=0, generation=1))
+        assert (await runtime.fire_due(clock.at(16))).fired == 0  # level 1's own timeout runs from minute 2
+        assert (await runtime.fire_due(clock.at(17))).escalated == 1
+    finally:
+        await runtime.stop()
+    events = await outbox(stack.admin_dsn, f"{isolation}_triage")
+    escalated = of_type(events, EventType.INCIDENT_ESCALATED)
+    assert [(e.data["from_level"], e.data["to_level"]) for e in escalated] == [(0, 1), (1, 2)]
+    assert "could not be delivered" in escalated[0].data["reason"]
+
+
+async def test_actions_close_their_reminders_overdue_ones_renotify_and_closing_stops_everything(stack, isolation):
+    clock = FakeClock()
+    runtime = runtime_for(stack, isolation, clock)
+    schema = f"{isolation}_triage"
+    await runtime.start()
+    try:
+        await handle(runtime, REPORTED, reported_event("inc-act-1"))
+        await handle(runtime, ACKED, ack_event("inc-act-1", clock.at(5)))
+        await handle(runtime, ACTIONS, action_event("inc-act-1", clock.at(10), "referral_made", "police"))
+        await handle(runtime, ACTIONS, action_event("inc-act-1", clock.at(11), "device_secured"))
+        # Acknowledged, but the IWF referral is still not recorded an hour on: its owner is told, once.
+        first = await runtime.fire_due(clock.at(61))
+        again = await runtime.fire_due(clock.at(62))
+        later = await runtime.fire_due(clock.at(122))
+        await handle(runtime, ACTIONS, action_event("inc-act-1", clock.at(130), "incident_closed"))
+        after_close = await runtime.fire_due(clock.at(10_000))
+    finally:
+        await runtime.stop()
+    assert (first.reminders, again.reminders, later.reminders, after_close.reminders) == (1, 0, 1, 0)
+    assert after_close.fired == 0
+    rows = await fetch(stack.admin_dsn, f"SELECT code, closed_by FROM {schema}.reminders")  # noqa: S608
+    closed = {r["code"]: r["closed_by"] for r in rows}
+    assert closed["refer_police"] == "referral_made"
+    assert closed["secure_and_isolate_device"] == "device_secured"
+    assert set(closed.values()) <= {"referral_made", "device_secured", "incident_closed"}
+    assert None not in closed.values()
+    events = await outbox(stack.admin_dsn, schema)
+    overdue = [e.data for e in of_type(events, EventType.NOTIFICATION_REQUESTED)
+               if e.data["reason"].startswith("overdue reminder")]
+    assert [(n["recipient"]["role"], [r["code"] for r in n["reminders"]]) for n in overdue] == [
+        ("headteacher", ["refer_iwf"]), ("headteacher", ["refer_iwf"])]
+    (status,) = await fetch(stack.admin_dsn, f"SELECT status, generation FROM {schema}.incidents")  # noqa: S608
+    assert (status["status"], status["generation"]) == ("closed", 3)
+
+
+async def test_an_acknowledgement_that_arrives_before_the_report_is_applied_when_it_is_triaged(stack, isolation):
+    clock = FakeClock()
+    runtime = runtime_for(stack, isolation, clock)
+    await runtime.start()
+    try:
+        await handle(runtime, ACKED, ack_event("inc-early-1", clock.at(0)))
+        await handle(runtime, REPORTED, reported_event("inc-early-1"))
+        assert (await runtime.fire_due(clock.at(600))).fired == 0
+    finally:
+        await runtime.stop()
+    (row,) = await fetch(stack.admin_dsn, f"SELECT status FROM {isolation}_triage.incidents")  # noqa: S608
+    assert row["status"] == "acknowledged"
