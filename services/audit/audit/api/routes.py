@@ -1,0 +1,127 @@
+"""GET /v1/audit/...: public key, verification, timelines, search, termly report, replay check."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from audit.api.access import Reader, reader, require_pupil_fields
+from audit.checkpoint import LogSigner
+from audit.config import AuditSettings
+from audit.projection import rebuild
+from audit.replay import compare_with_live, load_events
+from audit.reports import belongs_to, report_csv, search, termly_report, timeline_entry
+from audit.store import record_read
+from audit.verify import verify_school
+from common.runtime import Runtime
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+ReaderDep = Annotated[Reader, Depends(reader)]
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _signer(request: Request) -> LogSigner:
+    signer: LogSigner = request.app.state.signer
+    return signer
+
+
+async def _record(request: Request, who: Reader, action: str, params: dict[str, Any]) -> None:
+    async with _runtime(request).pool.acquire() as conn:
+        await record_read(conn, school_id=who.school_id, person_id=who.claims.person_id, role=who.claims.role,
+                          action=action, params=params)
+
+
+@router.get("/public-key")
+async def public_key(request: Request) -> dict[str, str]:
+    """The key that signs the checkpoints: as a signed-note verifier key, and as raw Ed25519 (base64)."""
+    signer = _signer(request)
+    return {
+        "key_name": signer.name,
+        "verifier_key": signer.verifier.encode(),
+        "ed25519_public_key": base64.b64encode(signer.private_key.public_key().public_bytes_raw()).decode(),
+    }
+
+
+@router.get("/verify")
+async def verify(request: Request, who: ReaderDep) -> dict[str, Any]:
+    """Recompute the reader's school's chain and checkpoints: "intact up to N" or the first bad record."""
+    settings: AuditSettings = request.app.state.settings
+    async with _runtime(request).pool.acquire() as conn:
+        result = await verify_school(conn, settings, _signer(request).verifier, who.school_id)
+    await _record(request, who, "verify", {})
+    return result
+
+
+@router.get("/incidents/{incident_id}/timeline")
+async def timeline(
+    request: Request, who: ReaderDep, incident_id: str, pupil_fields: bool = False
+) -> dict[str, Any]:
+    """Every event of an incident in log order: who was told, when, by which channel, who acknowledged."""
+    full = require_pupil_fields(who, pupil_fields)
+    async with _runtime(request).pool.acquire() as conn:
+        rows = await load_events(conn, who.school_id)
+    entries = [timeline_entry(r.seq, r.topic, r.recorded_at, r.event, full=full)
+               for r in rows if belongs_to(r.event, incident_id)]
+    if not entries:
+        raise HTTPException(404, f"no events of incident {incident_id} in this school's log")
+    await _record(request, who, "timeline", {"incident_id": incident_id, "pupil_fields": full})
+    return {"incident_id": incident_id, "pupil_fields": full, "entries": entries}
+
+
+@router.get("/incidents")
+async def find_incidents(
+    request: Request, who: ReaderDep,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    incident_class: Annotated[str | None, Query(alias="class")] = None,
+    risk_area: str | None = None, status: str | None = None,
+) -> dict[str, Any]:
+    """Incidents by period reported, class, risk area and status (as folded from the log)."""
+    async with _runtime(request).pool.acquire() as conn:
+        rows = await load_events(conn, who.school_id)
+    states = rebuild([r.event for r in rows])
+    found = search(states, start=start, end=end, incident_class=incident_class, risk_area=risk_area, status=status)
+    await _record(request, who, "search", {"from": start.isoformat() if start else None,
+                                           "to": end.isoformat() if end else None, "class": incident_class,
+                                           "risk_area": risk_area, "status": status})
+    return {"incidents": found}
+
+
+@router.get("/reports/termly", response_model=None)
+async def termly(
+    request: Request, who: ReaderDep,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    format: Literal["json", "csv"] = "json",
+) -> Response | dict[str, Any]:
+    """Counts by class and risk area, time to first acknowledgement (p50/p90), escalations, overdue
+    reminders and referrals, for incidents reported in the period."""
+    async with _runtime(request).pool.acquire() as conn:
+        rows = await load_events(conn, who.school_id)
+    states = list(rebuild([r.event for r in rows]).values())
+    report = termly_report(search({s["incident_id"]: s for s in states}, start=start, end=end), start, end)
+    await _record(request, who, "termly_report", {"from": start.isoformat() if start else None,
+                                                  "to": end.isoformat() if end else None, "format": format})
+    if format == "csv":
+        return PlainTextResponse(report_csv(report), media_type="text/csv")
+    return report
+
+
+@router.get("/replay/check")
+async def replay_check(request: Request, who: ReaderDep, incident_id: str | None = None) -> dict[str, Any]:
+    """Rebuild incident state from the log from scratch and compare it with the live projection."""
+    async with _runtime(request).pool.acquire() as conn:
+        result = await compare_with_live(conn, who.school_id, incident_id=incident_id)
+    await _record(request, who, "replay_check", {"incident_id": incident_id})
+    shown: dict[str, Any] = json.loads(json.dumps(result, default=str))
+    return shown

@@ -1,0 +1,152 @@
+"""The signing key, and the background loop that signs each school's chain head as a C2SP checkpoint
+that provably extends the last one (from the database and from the copy kept outside it)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit.chain import verify_chain
+from audit.checkpoint import Checkpoint, CheckpointError, LogSigner, open_checkpoint, sign_checkpoint
+from audit.config import AuditSettings
+from audit.merkle import MerkleTree
+from audit.store import load_records, schools
+from common.aio import sleep_unless_stopped
+from common.db import Connection
+from common.runtime import BackgroundLoop, Runtime
+
+log = structlog.get_logger(__name__)
+
+
+def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 signing key; generated on first start and written with mode 0600 (never overwritten)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise ValueError(f"{path} does not hold an Ed25519 private key")
+    return loaded
+
+
+def signer_for(settings: AuditSettings) -> LogSigner:
+    return LogSigner(settings.log_origin, load_or_create_key(settings.signing_key_file))
+
+
+def origin_of(settings: AuditSettings, school_id: str) -> str:
+    return f"{settings.log_origin}/{quote(school_id, safe='')}"
+
+
+def checkpoint_file(settings: AuditSettings, school_id: str) -> Path:
+    return settings.checkpoint_dir / f"{quote(school_id, safe='')}.txt"
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    checkpoint: Checkpoint
+    note: str
+
+
+async def latest_checkpoint(conn: Connection, school_id: str) -> SignedCheckpoint | None:
+    row = await conn.fetchrow(
+        "SELECT note FROM audit_checkpoints WHERE school_id = $1 ORDER BY size DESC LIMIT 1", school_id
+    )
+    if row is None:
+        return None
+    return SignedCheckpoint(Checkpoint.parse(_text_of(row["note"])), row["note"])
+
+
+def _text_of(note: str) -> str:
+    return note[: note.rfind("\n\n") + 1]
+
+
+def kept_checkpoint(settings: AuditSettings, signer: LogSigner, school_id: str) -> SignedCheckpoint | None:
+    """The copy outside the database, if its signature is ours."""
+    path = checkpoint_file(settings, school_id)
+    if not path.exists():
+        return None
+    note = path.read_text(encoding="utf-8")
+    return SignedCheckpoint(open_checkpoint(note, signer.verifier), note)
+
+
+async def checkpoint_school(
+    conn: Connection, settings: AuditSettings, signer: LogSigner, school_id: str
+) -> SignedCheckpoint | None:
+    """Sign the school's current head if it grew and provably extends both the last checkpoint in the
+    database and the copy kept outside it; None when there is nothing new. Raises CheckpointError (or
+    ValueError for a broken chain) instead of signing anything else."""
+    records = await load_records(conn, school_id)
+    result = verify_chain(records)
+    if not result.ok:
+        raise ValueError(f"chain of {school_id} is broken, nothing signed: {result}")
+    tree = MerkleTree(r.leaf_hash for r in records)
+    previous = [p for p in (await latest_checkpoint(conn, school_id), kept_checkpoint(settings, signer, school_id))
+                if p is not None]
+    last = max(previous, key=lambda p: p.checkpoint.size, default=None)
+    if last is not None and last.checkpoint.size >= tree.size:
+        if last.checkpoint.size > tree.size:
+            raise CheckpointError(f"{school_id}: a checkpoint covers {last.checkpoint.size} records, the log has "
+                                  f"{tree.size}: records were removed")
+        return None
+    new = Checkpoint(origin_of(settings, school_id), tree.size, tree.root())
+    for p in previous:  # both copies must be extended, not only the newer one
+        proof = tree.consistency_proof(p.checkpoint.size) if p.checkpoint.size > 0 else []
+        sign_checkpoint(new, signer, previous=p.checkpoint if p.checkpoint.size else None, consistency_proof=proof)
+    note = sign_checkpoint(
+        new, signer,
+        previous=last.checkpoint if last and last.checkpoint.size else None,
+        consistency_proof=tree.consistency_proof(last.checkpoint.size) if last and last.checkpoint.size else [],
+    )
+    await conn.execute(
+        "INSERT INTO audit_checkpoints (school_id, size, root_hash, note) VALUES ($1, $2, $3, $4)",
+        school_id, new.size, new.root_hash, note,
+    )
+    path = checkpoint_file(settings, school_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(note, encoding="utf-8")
+    tmp.replace(path)
+    return SignedCheckpoint(new, note)
+
+
+async def checkpoint_all(conn: Connection, settings: AuditSettings, signer: LogSigner) -> int:
+    signed = 0
+    for school in await schools(conn):
+        try:
+            if await checkpoint_school(conn, settings, signer, school) is not None:
+                signed += 1
+        except (CheckpointError, ValueError) as exc:
+            log.error("audit.checkpoint_refused", school_id=school, error=str(exc))
+    return signed
+
+
+def checkpoint_loop(settings: AuditSettings, signer: LogSigner) -> BackgroundLoop:
+    async def loop(runtime: Runtime, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await sleep_unless_stopped(stop, settings.checkpoint_interval_seconds)
+            if stop.is_set():
+                return
+            try:
+                async with runtime.pool.acquire() as conn:
+                    await checkpoint_all(conn, settings, signer)
+            except Exception:  # noqa: BLE001 - a failed round is logged; the next one tries again
+                log.exception("audit.checkpoint_round_failed")
+
+    return loop

@@ -1,0 +1,116 @@
+"""`python -m audit.cli verify|replay|export`: the audit log from a terminal (settings from the environment).
+
+    verify  [--school S]                          chain and checkpoints of one school (or every school)
+    replay  --school S (--incident ID | --from T --to T) [--publish TOPIC | --rebuild]
+                                                  print the timeline in order; or re-publish the events to a
+                                                  topic; or rebuild incident state and compare with the live one
+    export  --school S --out DIR [--from T --to T]  JSON Lines + checkpoints + public key, for offline_verify
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+import asyncpg
+
+from audit.checkpoints import checkpoint_school, signer_for
+from audit.config import AuditSettings
+from audit.export import export_period
+from audit.replay import compare_with_live, load_events, republish, timeline_lines
+from audit.store import schools
+from audit.verify import verify_school
+from common.db import SchemaRoles, app_password, check_identifier, dsn_for_role
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m audit.cli", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("verify")
+    v.add_argument("--school")
+    r = sub.add_parser("replay")
+    r.add_argument("--school", required=True)
+    r.add_argument("--incident")
+    r.add_argument("--from", dest="start", type=datetime.fromisoformat)
+    r.add_argument("--to", dest="end", type=datetime.fromisoformat)
+    mode = r.add_mutually_exclusive_group()
+    mode.add_argument("--publish", metavar="TOPIC", help="physical topic name to re-publish to")
+    mode.add_argument("--rebuild", action="store_true")
+    e = sub.add_parser("export")
+    e.add_argument("--school", required=True)
+    e.add_argument("--out", required=True, type=Path)
+    e.add_argument("--from", dest="start", type=datetime.fromisoformat)
+    e.add_argument("--to", dest="end", type=datetime.fromisoformat)
+    return p
+
+
+async def connect(settings: AuditSettings) -> asyncpg.Connection:
+    """As the service's own least-privilege role: the CLI can read and append, never rewrite."""
+    roles = SchemaRoles(check_identifier(settings.schema_name))
+    password = app_password(settings.database_url, roles.app, settings.db_app_password)
+    conn: asyncpg.Connection = await asyncpg.connect(
+        dsn_for_role(settings.database_url, roles.app, password),
+        server_settings={"search_path": roles.schema},
+    )
+    return conn
+
+
+async def run_cli(argv: Sequence[str], settings: AuditSettings, out: TextIO | None = None) -> int:
+    args = parser().parse_args(list(argv))
+
+    def write(line: str) -> None:
+        print(line, file=out)
+
+    signer = signer_for(settings)
+    conn = await connect(settings)
+    try:
+        if args.command == "verify":
+            ok = True
+            for school in [args.school] if args.school else await schools(conn):
+                result = await verify_school(conn, settings, signer.verifier, school)
+                ok = ok and result["intact"]
+                extra = f"; checkpoints: {result['checkpoint_problem']}" if result["checkpoint_problem"] else ""
+                write(f"{school}: {result['message']}; {result['checkpoints_verified']} checkpoints verified{extra}")
+            return 0 if ok else 1
+        if args.command == "replay":
+            if args.rebuild:
+                result = await compare_with_live(conn, args.school, incident_id=args.incident,
+                                                 start=args.start, end=args.end)
+                write(json.dumps(result["rebuilt"], indent=2, sort_keys=True, default=str))
+                write(f"rebuilt {result['incidents']} incident(s) from the log: "
+                      + ("equal to the live projection" if result["equal"]
+                         else f"DIFFERENT from the live projection: {result['differences']}"))
+                return 0 if result["equal"] else 1
+            events = await load_events(conn, args.school, incident_id=args.incident, start=args.start, end=args.end)
+            if args.publish:
+                sent = await republish(events, settings.kafka_bootstrap_servers, args.publish)
+                write(f"re-published {sent} event(s) in log order to {args.publish}")
+                return 0
+            for line in timeline_lines(events):
+                write(line)
+            return 0
+        if args.command == "export":
+            if args.end is None:  # bring the newest records under a signed checkpoint first
+                await checkpoint_school(conn, settings, signer, args.school)
+            manifest = await export_period(conn, signer, args.school, args.out, start=args.start, end=args.end)
+            write(f"exported {manifest['records']} records and {manifest['checkpoints']} checkpoints to {args.out}; "
+                  f"check with: python -m audit.offline_verify {args.out}")
+            return 0
+    finally:
+        await conn.close()
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return asyncio.run(run_cli(sys.argv[1:] if argv is None else argv, AuditSettings()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
