@@ -100,8 +100,10 @@ def build(
     *,
     clock: Clock = utc_now,
     channels: Mapping[ChannelKind, Channel] | None = None,
+    consume: bool = True,
 ) -> NotifyService:
-    """The runtime (consumer, outbox relay, delivery loop) and the deliverer, which tests may drive."""
+    """The runtime (consumer, outbox relay, delivery loop) and the deliverer, which tests may drive.
+    `consume=False` runs delivery only (a worker that drains the deliveries table, or a test)."""
     holder: list[Runtime] = []
     deliverer = Deliverer(
         lambda: holder[0].pool,
@@ -115,7 +117,7 @@ def build(
     spec = ServiceSpec(
         settings=settings,
         migrations=load_migrations("notify.migrations"),
-        handlers={Topic.NOTIFICATIONS_REQUESTED.value: requested_handler(clock)},
+        handlers={Topic.NOTIFICATIONS_REQUESTED.value: requested_handler(clock)} if consume else {},
         background=[delivery_loop] if settings.delivery_loop else [],
     )
     runtime = Runtime(spec)
