@@ -98,7 +98,8 @@ async def delivery_rows(stack: Any, isolation: str) -> list[asyncpg.Record]:
 
 
 async def test_requested_notification_is_emailed_and_reported_delivered(stack, isolation, smtp_server, make_request):
-    service = await start(notify_settings(stack, isolation, smtp_server.port))
+    # A poll far longer than the test: the request's NOTIFY at commit must wake the delivery loop.
+    service = await start(notify_settings(stack, isolation, smtp_server.port, delivery_poll_seconds=60))
     try:
         request = fresh(make_request)
         await send_requests(stack, isolation, requested(request))
@@ -134,7 +135,7 @@ async def test_redelivered_request_is_sent_once(stack, isolation, smtp_server, m
         await eventually(lambda: _mail_count_at_least(smtp_server, 1), timeout=20, what="the first email")
         await send_requests(stack, isolation, first, requested(marker))
         await eventually(lambda: _mail_count_at_least(smtp_server, 2), timeout=20, what="the marker email")
-        delivered = await outcome_events(stack, isolation, "notifications.delivered", expect=3, timeout=3)
+        delivered = await outcome_events(stack, isolation, "notifications.delivered", expect=3, timeout=1.5)
     finally:
         await service.runtime.stop()
     ids = [m["Message-ID"] for m in smtp_server.mailbox.messages]

@@ -49,7 +49,9 @@ class NotifySettings(ServiceSettings):  # type: ignore[misc, unused-ignore]
     retry_max_retry_after_seconds: float = 900.0
     send_lease_seconds: float = 120.0
     throttle_window_seconds: float = 120.0
-    delivery_poll_seconds: float = 0.2
+    delivery_poll_seconds: float = Field(
+        default=1.0, description="Longest sleep of the delivery loop; a new request wakes it at once (LISTEN)."
+    )
     delivery_batch: int = 100
     delivery_concurrency: int = 20
     delivery_loop: bool = Field(default=True, description="Run the delivery loop (tests may drive it by hand).")

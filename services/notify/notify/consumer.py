@@ -32,7 +32,7 @@ def parse_request(data: dict[str, object]) -> NotificationRequested:
         raise InvalidRequest(f"not a valid notification request: {problems}") from None
 
 
-def requested_handler(clock: Clock = utc_now) -> Handler:
+def requested_handler(clock: Clock = utc_now, wake_channel: str | None = None) -> Handler:
     """The handler for notifications.requested. A request redelivered, or re-sent under a new event id
     with the same notification id, inserts nothing: the notification is sent at most once."""
 
@@ -48,5 +48,7 @@ def requested_handler(clock: Clock = utc_now) -> Handler:
             request.model_dump_json(),
             clock(),
         )
+        if wake_channel is not None:  # delivered at commit: the delivery loop starts at once
+            await conn.execute("SELECT pg_notify($1, '')", wake_channel)
 
     return handle

@@ -23,7 +23,7 @@ from notify.channels.smtp import SmtpChannel, SmtpSettings
 from notify.channels.webhook import WebhookChannel
 from notify.config import NotifySettings
 from notify.consumer import requested_handler
-from notify.delivery import Deliverer, DeliveryConfig
+from notify.delivery import Deliverer, DeliveryConfig, wake_channel
 from notify.retry import BackoffPolicy
 from notify.throttle import ThrottlePolicy
 
@@ -86,6 +86,7 @@ def delivery_config(settings: NotifySettings) -> DeliveryConfig:
         batch_size=settings.delivery_batch,
         concurrency=settings.delivery_concurrency,
         poll_seconds=settings.delivery_poll_seconds,
+        wake_channel=wake_channel(settings.schema_name),
     )
 
 
@@ -114,10 +115,11 @@ def build(
     async def delivery_loop(runtime: Runtime, stop: asyncio.Event) -> None:
         await deliverer.run(stop, clock)
 
+    handler = requested_handler(clock, wake_channel(settings.schema_name))
     spec = ServiceSpec(
         settings=settings,
         migrations=load_migrations("notify.migrations"),
-        handlers={Topic.NOTIFICATIONS_REQUESTED.value: requested_handler(clock)} if consume else {},
+        handlers={Topic.NOTIFICATIONS_REQUESTED.value: handler} if consume else {},
         background=[delivery_loop] if settings.delivery_loop else [],
     )
     runtime = Runtime(spec)
