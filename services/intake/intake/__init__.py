@@ -1,0 +1,1 @@
+"""intake: the front door for incident reports, acknowledgements and actions (issue 3)."""

@@ -1,0 +1,1 @@
+"""Intake's HTTP routers: thin; the work is in `intake.service`."""

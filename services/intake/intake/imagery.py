@@ -1,0 +1,140 @@
+"""Finds image, video or file data anywhere in a request, so that it can be refused (seeds 000, 001).
+
+A report says where the evidence is; it never carries it. This looks in every string (and key) of a
+JSON body for data: URIs, for base64 runs whose decoded bytes start like a media or archive file, for
+very long base64 runs of binary data, and for raw file signatures; and at raw bodies for signatures.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+# Long enough that ordinary words, ids and hashes in hex never qualify; a 1x1 PNG is ~90 characters.
+MIN_BASE64_RUN = 40
+# A run this long that decodes to binary is file data whatever its signature.
+LONG_BINARY_RUN = 2048
+
+_DATA_URI = re.compile(r"data:[a-z0-9.+-]+/[a-z0-9.+-]+(?:;[a-z0-9.+=-]+)*,", re.IGNORECASE)
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{" + str(MIN_BASE64_RUN) + r",}={0,2}")
+# MIME-style base64: lines of base64 separated by line breaks.
+_BASE64_LINES = re.compile(r"(?:[A-Za-z0-9+/]{16,}={0,2}[ \t]*\r?\n[ \t]*)+[A-Za-z0-9+/]*={0,2}")
+
+# (offset, signature, what it is)
+_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (0, b"\xff\xd8\xff", "a JPEG image"),
+    (0, b"GIF87a", "a GIF image"),
+    (0, b"GIF89a", "a GIF image"),
+    (0, b"II*\x00", "a TIFF image"),
+    (0, b"MM\x00*", "a TIFF image"),
+    (0, b"<svg", "an SVG image"),
+    (0, b"\x00\x00\x01\x00", "an icon image"),
+    (4, b"ftyp", "a video or HEIC image"),
+    (0, b"\x1a\x45\xdf\xa3", "a Matroska/WebM video"),
+    (0, b"\x00\x00\x01\xba", "an MPEG video"),
+    (0, b"\x00\x00\x01\xb3", "an MPEG video"),
+    (0, b"FLV\x01", "a Flash video"),
+    (0, b"OggS", "an Ogg media file"),
+    (0, b"ID3", "an MP3 audio file"),
+    (0, b"fLaC", "a FLAC audio file"),
+    (0, b"%PDF-", "a PDF document"),
+    (0, b"PK\x03\x04", "a ZIP archive or office document"),
+    (0, b"\x1f\x8b", "a gzip archive"),
+    (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (0, b"Rar!\x1a\x07", "a RAR archive"),
+    (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an office document"),
+)
+_RIFF_KINDS = {b"WEBP": "a WebP image", b"AVI ": "an AVI video", b"WAVE": "a WAV audio file"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    where: str
+    what: str
+
+
+def sniff(data: bytes) -> str | None:
+    """What kind of media or file these bytes start, or None."""
+    if data[:4] == b"RIFF" and data[8:12] in _RIFF_KINDS:
+        return _RIFF_KINDS[data[8:12]]
+    if data[:2] == b"BM" and len(data) >= 14 and data[6:10] == b"\x00\x00\x00\x00":
+        return "a BMP image"
+    for offset, signature, what in _SIGNATURES:
+        if data[offset : offset + len(signature)] == signature:
+            return what
+    head = data[:256].lstrip().lower()
+    if head.startswith(b"<?xml") and b"<svg" in head:
+        return "an SVG image"
+    return None
+
+
+def _decode(run: str) -> bytes | None:
+    compact = re.sub(r"\s+", "", run)
+    altchars = b"-_" if ("-" in compact or "_" in compact) else None
+    try:
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), altchars=altchars, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _looks_binary(data: bytes) -> bool:
+    sample = data[:512]
+    printable = sum(1 for b in sample if 32 <= b < 127 or b in (9, 10, 13))
+    return len(sample) > 0 and printable / len(sample) < 0.85
+
+
+def inspect_text(text: str) -> str | None:
+    """What media or file data a string carries, or None."""
+    if "data:" in text.lower() and _DATA_URI.search(text):
+        return "a data: URI"
+    if any(ord(c) < 9 or 13 < ord(c) < 32 or 127 <= ord(c) < 256 for c in text[:8]):
+        # Raw bytes smuggled into a JSON string (e.g. "\u0089PNG..."), not text.
+        raw_kind = sniff(text[:16].encode("latin-1", "ignore"))
+        if raw_kind is not None:
+            return raw_kind
+    if len(text) < MIN_BASE64_RUN:
+        return None
+    for pattern in (_BASE64_RUN, _BASE64_LINES):
+        for match in pattern.finditer(text):
+            run = match.group(0)
+            decoded = _decode(run[:4096])
+            if decoded is None:
+                continue
+            kind = sniff(decoded)
+            if kind is not None:
+                return f"{kind} (base64)"
+            if len(run) >= LONG_BINARY_RUN and _looks_binary(decoded):
+                return "file data (base64)"
+    return None
+
+
+def _walk(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, str):
+        yield path or "(body)", node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            child = f"{path}.{key}" if path else str(key)
+            yield child, str(key)
+            yield from _walk(value, child)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _walk(item, f"{path}[{i}]")
+
+
+def find_in_json(document: Any) -> Finding | None:
+    """The first field of a parsed JSON document that carries media or file data."""
+    for where, text in _walk(document, ""):
+        what = inspect_text(text)
+        if what is not None:
+            return Finding(where, what)
+    return None
+
+
+def strings(document: Any) -> Iterator[tuple[str, str]]:
+    """Every (path, string) of a parsed JSON document, keys included."""
+    return _walk(document, "")

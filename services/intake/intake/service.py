@@ -1,0 +1,277 @@
+"""The work behind each endpoint: state and outgoing events written in one PostgreSQL transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from common.contracts import Acknowledger, IncidentAcknowledged, IncidentActionRecorded, IncidentReported
+from common.events import Clock, CloudEvent, IdFactory, new_event, new_id, utc_now
+from common.incident import IncidentReport, without_pupil_identifiers
+from common.outbox import enqueue
+from common.topics import EventType
+from intake import store
+from intake.auth import AckLink, Integration, Person, Principal
+from intake.config import IntakeSettings
+from intake.models import (
+    AcknowledgementRequest,
+    AcknowledgementView,
+    ActingPerson,
+    ActionRequest,
+    ActionView,
+    IncidentAccepted,
+    IncidentStatus,
+    IncidentView,
+    NotificationView,
+)
+from intake.problems import (
+    AckLinkUsed,
+    FieldError,
+    IdempotencyKeyReused,
+    IncidentNotAccessible,
+    InvalidInput,
+    WrongSchool,
+)
+from intake.reference import ReferenceFactory, new_reference
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "intake"
+EARLIEST_OCCURRENCE = datetime(2000, 1, 1, tzinfo=UTC)
+CLOCK_SKEW = timedelta(hours=1)
+_REFERENCE_ATTEMPTS = 5
+
+
+def request_hash(report: IncidentReport) -> str:
+    return hashlib.sha256(report.model_dump_json().encode()).hexdigest()
+
+
+class Intake:
+    def __init__(
+        self, settings: IntakeSettings, *, clock: Clock = utc_now, ids: IdFactory = new_id,
+        references: ReferenceFactory = new_reference,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._ids = ids
+        self._references = references
+
+    # -- reports ---------------------------------------------------------------------------------------
+
+    async def report(
+        self, pool: asyncpg.Pool, who: Integration, report: IncidentReport, idempotency_key: str | None
+    ) -> tuple[IncidentAccepted, bool]:
+        """Accept a report durably; returns the answer and whether it replays an earlier one."""
+        if report.school_id not in who.schools:
+            raise WrongSchool(f"This API key may not report for school {report.school_id!r}.")
+        self._check_times(report)
+        for attempt in range(_REFERENCE_ATTEMPTS):
+            try:
+                return await self._store_report(pool, who, report, idempotency_key)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name != "incidents_reference_key" or attempt == _REFERENCE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _check_times(self, report: IncidentReport) -> None:
+        latest = self._clock() + CLOCK_SKEW
+        checks: list[tuple[str, datetime | None]] = [("occurred_at", report.occurred_at)]
+        if report.evidence is not None:
+            checks.append(("evidence.secured_at", report.evidence.secured_at))
+        for field, value in checks:
+            try:
+                ok = value is None or EARLIEST_OCCURRENCE <= value <= latest
+            except OverflowError:
+                ok = False
+            if not ok:
+                reason = "must be between 2000-01-01 and now"
+                raise InvalidInput(f"{field}: {reason}", errors=[FieldError(field=field, reason=reason)])
+
+    async def _store_report(
+        self, pool: asyncpg.Pool, who: Integration, report: IncidentReport, idempotency_key: str | None
+    ) -> tuple[IncidentAccepted, bool]:
+        incident_id = UUID(self._ids())
+        accepted = IncidentAccepted(
+            incident_id=incident_id, reference=self._references(), status_url=f"/v1/incidents/{incident_id}"
+        )
+        now = self._clock()
+        async with pool.acquire() as conn, conn.transaction():
+            if idempotency_key is not None:
+                earlier = await self._claim_key(conn, who, idempotency_key, request_hash(report), accepted, now)
+                if earlier is not None:
+                    return earlier, True
+            event = new_event(
+                EventType.INCIDENT_REPORTED, source=SOURCE, subject=str(incident_id), schoolid=report.school_id,
+                data=IncidentReported(
+                    incident_id=str(incident_id), reference=accepted.reference,
+                    integration_id=who.integration_id, report=report,
+                ).model_dump(mode="json"),
+                clock=self._clock, ids=self._ids,
+            )
+            await store.insert_incident(conn, {
+                "id": incident_id, "reference": accepted.reference, "school_id": report.school_id,
+                "integration_id": who.integration_id, "correlation_id": event.correlationid,
+                "category": report.category.value, "risk_area": report.risk_area.value,
+                "child_at_immediate_risk": report.child_at_immediate_risk, "occurred_at": report.occurred_at,
+                "report": report.model_dump(mode="json"), "received_at": now,
+            })
+            await enqueue(conn, [event])
+        log.info("incident.received", incident_id=str(incident_id), reference=accepted.reference,
+                 school=report.school_id, integration=who.integration_id, category=report.category.value)
+        return accepted, False
+
+    async def _claim_key(
+        self, conn: Any, who: Integration, key: str, digest: str, accepted: IncidentAccepted, now: datetime
+    ) -> IncidentAccepted | None:
+        """Claim the key for this request, or return the first answer given under it.
+
+        A concurrent request with the same key waits on the row lock until the first one commits."""
+        claimed = await conn.fetchval(
+            "INSERT INTO idempotency_keys (integration_id, key, request_hash, status_code, response, created_at)"
+            " VALUES ($1, $2, $3, 202, $4::jsonb, $5) ON CONFLICT DO NOTHING RETURNING 1",
+            who.integration_id, key, digest, accepted.model_dump_json(), now,
+        )
+        if claimed is not None:
+            return None
+        row = await conn.fetchrow(
+            "SELECT request_hash, response FROM idempotency_keys WHERE integration_id = $1 AND key = $2",
+            who.integration_id, key,
+        )
+        if row["request_hash"] != digest:
+            raise IdempotencyKeyReused()
+        return IncidentAccepted.model_validate_json(row["response"])
+
+    # -- status ----------------------------------------------------------------------------------------
+
+    async def view(self, pool: asyncpg.Pool, who: Principal, incident_id: UUID) -> IncidentView:
+        async with pool.acquire() as conn:
+            row = await self._visible(conn, who, incident_id)
+            acks = await store.acknowledgements(conn, incident_id)
+            acts = await store.actions(conn, incident_id)
+            notes = await store.notifications(conn, incident_id)
+        full = self._may_see_pupils(who)
+        report = json.loads(row["report"])
+        return IncidentView(
+            incident_id=row["id"], reference=row["reference"], school_id=row["school_id"], status=row["status"],
+            category=row["category"], risk_area=row["risk_area"],
+            child_at_immediate_risk=row["child_at_immediate_risk"], incident_class=row["incident_class"],
+            urgency=row["urgency"], escalation_level=row["escalation_level"], received_at=row["received_at"],
+            updated_at=row["updated_at"], closed_at=row["closed_at"], pupil_details_included=full,
+            report=report if full else without_pupil_identifiers(report),
+            acknowledgements=[
+                AcknowledgementView(acknowledgement_id=a["id"], role=a["by_role"], name=a["by_name"], via=a["via"],
+                                    at=a["at"]) for a in acks
+            ],
+            actions=[
+                ActionView(action_id=a["id"], action=a["action"], role=a["by_role"], name=a["by_name"], at=a["at"],
+                           details=json.loads(a["details"])) for a in acts
+            ],
+            notifications=[NotificationView.model_validate(dict(n)) for n in notes],
+        )
+
+    def _may_see_pupils(self, who: Principal) -> bool:
+        if isinstance(who, Integration):
+            return True  # the system that reported it already holds these details
+        if isinstance(who, Person):
+            return who.role in self._settings.pupil_detail_roles
+        return False
+
+    async def _visible(self, conn: Any, who: Principal, incident_id: UUID) -> asyncpg.Record:
+        if isinstance(who, Integration):
+            row = await store.find_incident(conn, incident_id, schools=sorted(who.schools),
+                                            integration_id=who.integration_id)
+        elif isinstance(who, Person):
+            row = await store.find_incident(conn, incident_id, schools=[who.claims.school_id])
+        elif str(incident_id) != who.claims.incident_id:
+            row = None  # a link acknowledges only the incident it was sent for
+        else:
+            row = await store.find_incident(conn, incident_id, schools=[who.claims.school_id])
+        if row is None:
+            raise IncidentNotAccessible()
+        return row
+
+    # -- acknowledgements and actions --------------------------------------------------------------------
+
+    def _acting(self, who: Principal, by: ActingPerson | None) -> tuple[Acknowledger, str]:
+        if isinstance(who, Integration):
+            if by is None:
+                reason = "required when an integration acts for a member of staff"
+                raise InvalidInput(f"by: {reason}", errors=[FieldError(field="by", reason=reason)])
+            return Acknowledger(role=by.role, name=by.name), "integration"
+        name = by.name if by is not None else None
+        if isinstance(who, Person):
+            return Acknowledger(role=who.claims.role, name=name, person_id=who.claims.person_id), "token"
+        return Acknowledger(role=who.claims.recipient_role, name=name), "link"
+
+    async def acknowledge(
+        self, pool: asyncpg.Pool, who: Principal, incident_id: UUID, body: AcknowledgementRequest | None
+    ) -> AcknowledgementView:
+        by, via = self._acting(who, body.by if body else None)
+        now = self._clock()
+        async with pool.acquire() as conn, conn.transaction():
+            row = await self._visible(conn, who, incident_id)
+            if isinstance(who, AckLink):
+                spent = await conn.fetchval(
+                    "INSERT INTO used_ack_tokens (token_id, incident_id, used_at) VALUES ($1, $2, $3)"
+                    " ON CONFLICT DO NOTHING RETURNING 1",
+                    who.claims.token_id, incident_id, now,
+                )
+                if spent is None:
+                    raise AckLinkUsed()
+            ack = IncidentAcknowledged(
+                incident_id=str(incident_id), by=by, at=now, via=via,
+                notification_id=who.claims.notification_id if isinstance(who, AckLink) else None,
+            )
+            event = self._event(EventType.INCIDENT_ACKNOWLEDGED, row, ack.model_dump(mode="json"))
+            ack_id = UUID(self._ids())
+            await store.insert_acknowledgement(conn, ack_id, event.id, ack)
+            await store.advance(conn, incident_id, IncidentStatus.ACKNOWLEDGED, now)
+            await enqueue(conn, [event])
+        log.info("incident.acknowledged", incident_id=str(incident_id), role=by.role, via=via)
+        return AcknowledgementView(acknowledgement_id=ack_id, role=by.role, name=by.name, via=via, at=now)
+
+    async def record_action(
+        self, pool: asyncpg.Pool, who: Principal, incident_id: UUID, body: ActionRequest
+    ) -> ActionView:
+        missing = body.missing_fields()
+        if missing:
+            reason = f"required for {body.action.value}"
+            raise InvalidInput(f"{', '.join(missing)}: {reason}",
+                               errors=[FieldError(field=f, reason=reason) for f in missing])
+        by, _ = self._acting(who, body.by)
+        now = self._clock()
+        action = IncidentActionRecorded(
+            action_id=self._ids(), incident_id=str(incident_id), action=body.action, by=by, at=body.at or now,
+            agency=body.agency, reference_number=body.reference_number,
+            isolated_from_network=body.isolated_from_network, reason=body.reason, outcome=body.outcome,
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            row = await self._visible(conn, who, incident_id)
+            event = self._event(EventType.INCIDENT_ACTION_RECORDED, row, action.model_dump(mode="json"))
+            await store.insert_action(conn, action)
+            await store.advance(conn, incident_id, status_after(action), now)
+            await enqueue(conn, [event])
+        log.info("incident.action_recorded", incident_id=str(incident_id), action=body.action.value, role=by.role)
+        details = action.model_dump(mode="json", exclude_none=True,
+                                    include={"agency", "reference_number", "isolated_from_network", "reason",
+                                             "outcome"})
+        return ActionView(action_id=UUID(action.action_id), action=action.action, role=by.role, name=by.name,
+                          at=action.at, details=details)
+
+    def _event(self, type: EventType, incident: asyncpg.Record, data: dict[str, Any]) -> CloudEvent:
+        return new_event(
+            type, source=SOURCE, subject=str(incident["id"]), schoolid=incident["school_id"], data=data,
+            correlationid=incident["correlation_id"], clock=self._clock, ids=self._ids,
+        )
+
+
+def status_after(action: IncidentActionRecorded) -> IncidentStatus:
+    if action.action.value == "incident_closed":
+        return IncidentStatus.CLOSED
+    return IncidentStatus.ACTIONS_RECORDED
