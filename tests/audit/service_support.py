@@ -35,8 +35,12 @@ def audit_settings(isolation: str, stack: Any, tmp: Path, **extra: Any) -> Audit
 
 
 @asynccontextmanager
-async def running(settings: AuditSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def running(settings: AuditSettings, *, consume: bool = False
+                  ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app with its lifespan; without `consume` its Kafka consumer is left out (tests that append directly)."""
     app = create_app(settings)
+    if not consume:
+        app.state.runtime.spec.raw_handlers = {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://audit") as client:

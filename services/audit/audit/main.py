@@ -31,6 +31,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     app: FastAPI = service_app(runtime, router, title="Online-safety audit log", description=DESCRIPTION)
     app.state.settings = settings
     app.state.signer = signer
+    app.state.runtime = runtime
     return app
 
 

@@ -60,7 +60,7 @@ def timeline_lines(events: list[LoggedEvent]) -> list[str]:
 
 async def republish(events: list[LoggedEvent], bootstrap: str, topic: str) -> int:
     """Send the logged CloudEvents, in log order, as they were published, to `topic` (physical name)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")  # one sender, sequential sends: in order
     await producer.start()
     sent = 0
     try:
