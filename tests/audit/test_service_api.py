@@ -9,8 +9,10 @@ from datetime import timedelta
 import pytest
 from support.helpers import read_topic
 
+from audit.checkpoint import NoteVerifier, open_checkpoint
 from audit.checkpoints import checkpoint_all
 from audit.cli import run_cli
+from audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from audit.offline_verify import ExportProblem, verify_export
 
 from .service_support import PUPIL_NAME, PUPIL_UPN, T0, audit_settings, bearer, incident_events, log_events, running
@@ -148,3 +150,30 @@ async def test_an_export_verifies_offline_and_one_changed_byte_is_refused(stack,
     (out_dir / "records.jsonl").write_bytes(bytes(data))
     with pytest.raises(ExportProblem, match="changed"):
         verify_export(out_dir)
+
+
+async def test_a_record_is_proven_in_a_signed_checkpoint_and_checkpoints_consistent(stack, isolation, tmp_path):
+    settings = audit_settings(isolation, stack, tmp_path)
+    async with running(settings) as (app, client):
+        pool = app.state.runtime.pool
+        events = incident_events("school-m", "inc-m1") + incident_events("school-m", "inc-m2")
+        await log_events(pool, events[:5])
+        async with pool.acquire() as conn:
+            await checkpoint_all(conn, settings, app.state.signer)
+        await log_events(pool, events[5:])
+        async with pool.acquire() as conn:
+            await checkpoint_all(conn, settings, app.state.signer)
+        headers = bearer(settings, "governor", "school-m")
+        key = NoteVerifier.parse((await client.get("/v1/audit/public-key")).json()["verifier_key"])
+        body = (await client.get("/v1/audit/proofs/inclusion", params={"seq": 9}, headers=headers)).json()
+        latest = open_checkpoint(body["checkpoint"], key)
+        assert latest.size == body["tree_size"] == 14
+        async with pool.acquire() as conn:
+            record_hash = bytes(await conn.fetchval(
+                "SELECT hash FROM audit_records WHERE school_id = 'school-m' AND seq = 9"))
+        verify_inclusion(leaf_hash(record_hash), 8, 14, [bytes.fromhex(h) for h in body["proof"]], latest.root_hash)
+        assert len(body["proof"]) <= 4
+        first = (await client.get("/v1/audit/proofs/inclusion", params={"seq": 1, "size": 5}, headers=headers)).json()
+        old = open_checkpoint(first["checkpoint"], key)
+        cons = (await client.get("/v1/audit/proofs/consistency", params={"old": 5}, headers=headers)).json()
+        verify_consistency(5, 14, old.root_hash, latest.root_hash, [bytes.fromhex(h) for h in cons["proof"]])

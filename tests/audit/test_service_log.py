@@ -4,6 +4,7 @@ the database refuses rewrites for every role, and rewrites done anyway are locat
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 
 import asyncpg
@@ -11,6 +12,7 @@ import pytest
 from support.helpers import eventually, produce
 
 from audit.checkpoints import checkpoint_all
+from audit.cli import run_cli
 from audit.store import append
 from common.db import SchemaRoles, app_password, dsn_for_role
 from common.events import new_event
@@ -173,6 +175,9 @@ async def test_a_changed_a_deleted_and_a_reordered_row_are_each_located(stack, i
         changed = (await client.get("/v1/audit/verify", headers=bearer(settings, "dsl", "school-c"))).json()
         deleted = (await client.get("/v1/audit/verify", headers=bearer(settings, "dsl", "school-d"))).json()
         reordered = (await client.get("/v1/audit/verify", headers=bearer(settings, "dsl", "school-r"))).json()
+        out = io.StringIO()
+        assert await run_cli(["verify", "--school", "school-c"], settings, out) == 1
+        assert "record 3 changed" in out.getvalue()
     assert changed["intact"] is False
     assert changed["problem"]["kind"] == "changed" and changed["problem"]["seq"] == 3, changed
     assert changed["intact_up_to"] == 2

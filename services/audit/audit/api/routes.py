@@ -13,10 +13,11 @@ from fastapi.responses import PlainTextResponse, Response
 from audit.api.access import Reader, reader, require_pupil_fields
 from audit.checkpoint import LogSigner
 from audit.config import AuditSettings
+from audit.merkle import MerkleTree
 from audit.projection import rebuild
 from audit.replay import compare_with_live, load_events
 from audit.reports import belongs_to, report_csv, search, termly_report, timeline_entry
-from audit.store import record_read
+from audit.store import load_records, record_read
 from audit.verify import verify_school
 from common.runtime import Runtime
 
@@ -125,3 +126,43 @@ async def replay_check(request: Request, who: ReaderDep, incident_id: str | None
     await _record(request, who, "replay_check", {"incident_id": incident_id})
     shown: dict[str, Any] = json.loads(json.dumps(result, default=str))
     return shown
+
+
+async def _signed_tree(request: Request, school_id: str, size: int | None) -> tuple[MerkleTree, str, int]:
+    """The tree of the school's records in seq order and the signed checkpoint of `size` (latest if None)."""
+    async with _runtime(request).pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT size, note FROM audit_checkpoints WHERE school_id = $1 AND ($2::bigint IS NULL OR size = $2)"
+            " ORDER BY size DESC LIMIT 1", school_id, size,
+        )
+        if row is None:
+            raise HTTPException(404, "no signed checkpoint of that size for this school")
+        records = sorted(await load_records(conn, school_id), key=lambda r: r.seq)
+    return MerkleTree(r.leaf_hash for r in records[: row["size"]]), row["note"], row["size"]
+
+
+@router.get("/proofs/inclusion")
+async def inclusion_proof(
+    request: Request, who: ReaderDep, seq: Annotated[int, Query(ge=1)], size: int | None = None
+) -> dict[str, Any]:
+    """That record `seq` is in a signed checkpoint: RFC 6962 audit path (leaf index seq-1; the leaf is
+    SHA-256(0x00 || record hash)), oldest-first hex hashes, with the signed note to check it against."""
+    tree, note, tree_size = await _signed_tree(request, who.school_id, size)
+    if seq > tree_size:
+        raise HTTPException(404, f"record {seq} is not yet under checkpoint of size {tree_size}")
+    await _record(request, who, "inclusion_proof", {"seq": seq, "size": tree_size})
+    return {"seq": seq, "leaf_index": seq - 1, "tree_size": tree_size, "leaf_hash": tree.leaf(seq - 1).hex(),
+            "proof": [h.hex() for h in tree.inclusion_proof(seq - 1, tree_size)], "checkpoint": note}
+
+
+@router.get("/proofs/consistency")
+async def consistency_proof(
+    request: Request, who: ReaderDep, old: Annotated[int, Query(ge=0)], new: int | None = None
+) -> dict[str, Any]:
+    """That the signed checkpoint of size `new` (latest if omitted) extends the one of size `old`."""
+    tree, note, tree_size = await _signed_tree(request, who.school_id, new)
+    if old > tree_size:
+        raise HTTPException(422, f"size {old} is larger than the checkpoint's {tree_size}")
+    await _record(request, who, "consistency_proof", {"old": old, "new": tree_size})
+    return {"old_size": old, "new_size": tree_size, "proof": [h.hex() for h in tree.consistency_proof(old, tree_size)],
+            "checkpoint": note}
