@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from support.helpers import produce, read_topic
-from support.triage_service import T0, FakeClock, reported_event, runtime_for
+from support.helpers import eventually, produce, read_topic
+from support.triage_service import T0, FakeClock, fetch, outbox, reported_event, runtime_for
 
 from common.events import CloudEvent
 from common.topics import EventType
@@ -24,6 +24,13 @@ async def test_a_report_is_triaged_and_its_first_level_notified_through_the_brok
                       key=event.key)
         triaged = await read_topic(stack.bootstrap, f"{isolation}.incidents.triaged", expect=1)
         notices = await read_topic(stack.bootstrap, f"{isolation}.notifications.requested", expect=2)
+        schema = f"{isolation}_triage"
+
+        async def both_handled() -> bool:
+            return len(await fetch(stack.admin_dsn, f"SELECT event_id FROM {schema}.inbox")) == 2  # noqa: S608
+
+        await eventually(both_handled, what="the duplicate and the retry to be handled")
+        assert len(await outbox(stack.admin_dsn, schema)) == 3  # one triaged, two notices: no second effect
     finally:
         await runtime.stop()
 

@@ -84,16 +84,16 @@ class Timers:
                 " WHERE i.status <> 'closed' AND r.closed_at IS NULL AND r.next_notify_at < $1)",
                 now - self.grace,
             ))
+        self.metrics.overdue_beyond_grace = report.overdue_beyond_grace
+        self.metrics.overdue_beyond_grace_total += report.overdue_beyond_grace
+        if report.overdue_beyond_grace:
+            log.warning("triage.timers_overdue", count=report.overdue_beyond_grace, grace=str(self.grace))
         while await self._escalate_batch(pool, now, report) == self.batch:
             pass
         while await self._remind_batch(pool, now, report) == self.batch:
             pass
         self.metrics.fired_total += report.fired
         self.metrics.reminders_total += report.reminders
-        self.metrics.overdue_beyond_grace = report.overdue_beyond_grace
-        self.metrics.overdue_beyond_grace_total += report.overdue_beyond_grace
-        if report.overdue_beyond_grace:
-            log.warning("triage.timers_overdue", count=report.overdue_beyond_grace, grace=str(self.grace))
         return report
 
     async def _escalate_batch(self, pool: asyncpg.Pool, now: datetime, report: FireReport) -> int:
