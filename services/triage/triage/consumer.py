@@ -29,11 +29,9 @@ from triage.classify import classify
 from triage.escalation import plan_escalation, reminders_closed_by
 from triage.policy import PolicyBook, SchoolPolicy
 from triage.state import (
-    INCIDENT_COLUMNS,
     IncidentState,
     apply_step,
     derived_id,
-    dumps,
     event_for,
     lock_incident,
     request_notices,
@@ -223,4 +221,4 @@ def _caused(
     )
 
 
-__all__ = ["INCIDENT_COLUMNS", "TriageHandlers", "dumps"]
+__all__ = ["CLOSABLE", "TriageHandlers"]

@@ -7,7 +7,6 @@ outbox's unique event id absorbs the repeat.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -189,7 +188,3 @@ async def notify_overdue_reminder(conn: Connection, due: DueReminder, now: datet
     )
     await enqueue(conn, events)
     return events
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
