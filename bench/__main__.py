@@ -8,13 +8,14 @@ import platform
 import sys
 from pathlib import Path
 
-from bench import backbone
+from bench import audit, backbone, intake
 
 # The benchmarks run on the same embedded servers as the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "_lib"))
 from support.stack import start_embedded  # noqa: E402
 
 N = int(os.environ.get("BENCH_EVENTS", "20000"))
+AUDIT_RECORDS = int(os.environ.get("BENCH_AUDIT_RECORDS", "1000000"))
 
 
 def machine() -> str:
@@ -24,15 +25,23 @@ def machine() -> str:
 
 
 async def main() -> list[tuple[str, str, str]]:
+    chain = audit.chain_rows(audit.chain_speed(AUDIT_RECORDS))  # pure CPU: before the servers start
     stack = start_embedded()
     try:
         ceiling = await backbone.bare_kafka(stack.bootstrap, N)
         plumbing = await backbone.outbox_to_effect(stack.admin_dsn, stack.bootstrap, N)
-        return [
+        rows = [
             ("backbone", "bare aiokafka produce -> consume (ceiling)", f"{ceiling:,.0f} events/s"),
             ("backbone", "outbox -> relay -> broker -> inbox -> effect", f"{plumbing:,.0f} events/s"),
             ("backbone", "plumbing / ceiling", f"{plumbing / ceiling:.0%}"),
         ]
+        appended = await audit.kafka_append(stack.admin_dsn, stack.bootstrap, N)
+        if appended is not None:  # None until the audit store (audit.store) is there
+            rows.append(("audit", f"events appended from Kafka into the chain ({N:,})", f"{appended:,.0f} events/s"))
+        rows += chain
+        if intake.available():
+            rows += await intake.rows(stack.admin_dsn, stack.bootstrap)
+        return rows
     finally:
         stack.stop()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -125,8 +124,9 @@ def test_a_naive_recorded_at_is_refused(chain_of: Chain) -> None:
         dataclasses.replace(r, recorded_at=r.recorded_at.replace(tzinfo=None))
 
 
-@pytest.mark.parametrize("n", [200_000])
-def test_verification_keeps_at_least_half_the_speed_of_bare_sha256(chain_of: Chain, n: int) -> None:
+def test_a_long_chain_verifies_and_a_change_near_its_end_is_located(chain_of: Chain) -> None:
+    # Behaviour only; verification speed beside bare SHA-256 is measured by `make bench` (bench/audit.py).
+    n = 20_000
     base = chain_of(50)
     records, head = [], ChainHead.genesis(base[0].school_id)
     for i in range(n):
@@ -134,20 +134,8 @@ def test_verification_keeps_at_least_half_the_speed_of_bare_sha256(chain_of: Cha
         r = next_record(head, event_id=f"e{i}", topic=src.topic, event=src.event, recorded_at=src.recorded_at)
         records.append(r)
         head = r.head
-    inputs = [r.prev_hash + r.canonical for r in records]
-
-    def bare() -> float:
-        started = time.perf_counter()
-        sha256 = hashlib.sha256
-        for b in inputs:
-            sha256(b).digest()
-        return time.perf_counter() - started
-
-    def verified() -> float:
-        started = time.perf_counter()
-        assert verify_chain(records).intact_up_to == n
-        return time.perf_counter() - started
-
-    bare_time = min(bare() for _ in range(3))
-    verify_time = min(verified() for _ in range(3))
-    assert verify_time <= 2 * bare_time, f"verify {verify_time:.3f}s vs bare {bare_time:.3f}s"
+    assert verify_chain(records).intact_up_to == n
+    records[n - 2] = dataclasses.replace(records[n - 2], event_id="forged")
+    result = verify_chain(records)
+    assert result.problem is not None
+    assert (result.problem.kind, result.problem.seq, result.intact_up_to) == (ProblemKind.CHANGED, n - 1, n - 2)

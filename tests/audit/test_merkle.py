@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import time
+import math
 from pathlib import Path
 from typing import Any
 
@@ -94,14 +94,17 @@ def test_a_proof_for_another_leaf_or_a_shrunk_tree_is_refused() -> None:
         verify_consistency(13, 7, tree.root(), tree.root(7), [])
 
 
-def test_proofs_over_a_million_leaves_take_under_ten_milliseconds() -> None:
+def test_proofs_over_a_million_leaves_have_logarithmically_many_hashes_and_verify() -> None:
+    # Behaviour only; proof generation time is measured by `make bench` (bench/audit.py).
     n = 1_000_000
+    bound = math.ceil(math.log2(n)) + 1
     tree = MerkleTree(leaf_hash(i.to_bytes(4, "big")) for i in range(n))
     root = tree.root()
-    started = time.perf_counter()
     for index in (0, 1, 333_333, 524_287, 524_288, n - 1):
-        verify_inclusion(tree.leaf(index), index, n, tree.inclusion_proof(index), root)
+        proof = tree.inclusion_proof(index)
+        assert len(proof) <= bound
+        verify_inclusion(tree.leaf(index), index, n, proof, root)
     for old in (1, 7, 524_288, 999_999):
-        verify_consistency(old, n, tree.root(old), root, tree.consistency_proof(old))
-    per_proof = (time.perf_counter() - started) / 10
-    assert per_proof < 0.010
+        proof = tree.consistency_proof(old)
+        assert len(proof) <= bound
+        verify_consistency(old, n, tree.root(old), root, proof)

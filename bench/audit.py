@@ -1,0 +1,185 @@
+"""Audit log speed: chain verification beside bare SHA-256 (the ceiling), Merkle proof generation at a million
+records, and (when the audit store is there) events appended/s from Kafka into the chain."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from audit.chain import AuditRecord, ChainHead, next_record, record_event, verify_chain
+from audit.merkle import MerkleTree, verify_consistency, verify_inclusion
+from common.events import new_event
+from common.topics import EventType
+
+T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
+SCHOOL = "school-urn-100001"
+
+
+def build_chain(n: int, school: str = SCHOOL) -> list[AuditRecord]:
+    """A chain of n records whose events are real CloudEvents (50 distinct ones, reused under new ids)."""
+    head = ChainHead.genesis(school)
+    base: list[AuditRecord] = []
+    for i in range(50):
+        event = new_event(
+            EventType.INCIDENT_REPORTED, source="intake", subject=f"inc-{i // 3}", schoolid=school,
+            data={"class": "inappropriate", "where": "ICT suite — PC 12", "n": i},
+            clock=lambda i=i: T0 + timedelta(minutes=i), event_id=f"evt-{i:07d}",
+        )
+        base.append(record_event(ChainHead.genesis(school), event, recorded_at=T0))
+    records: list[AuditRecord] = []
+    for i in range(n):
+        src = base[i % 50]
+        r = next_record(head, event_id=f"evt-{i:07d}", topic=src.topic, event=src.event,
+                        recorded_at=T0 + timedelta(seconds=i))
+        records.append(r)
+        head = r.head
+    return records
+
+
+def _best_of(runs: int, fn: Callable[[], None]) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@dataclass(frozen=True)
+class ChainSpeed:
+    records: int
+    mean_bytes: float
+    bare_per_s: float
+    verify_per_s: float
+    tree_build_s: float
+    inclusion_ms: float
+    consistency_ms: float
+    max_inclusion_hashes: int
+    max_consistency_hashes: int
+
+
+def chain_speed(n: int, proofs: int = 1000) -> ChainSpeed:
+    """Records/s for verify_chain over n records and for bare SHA-256 over the same bytes, best of 3 each;
+    median generation time of `proofs` inclusion and consistency proofs over the n-leaf tree."""
+    records = build_chain(n)
+    inputs = [r.prev_hash + r.canonical for r in records]
+    sha256 = hashlib.sha256
+
+    def bare() -> None:
+        for b in inputs:
+            sha256(b).digest()
+
+    def verified() -> None:
+        if verify_chain(records).intact_up_to != n:
+            raise AssertionError("benchmark chain does not verify")
+
+    bare_s = _best_of(3, bare)
+    verify_s = _best_of(3, verified)
+    mean_bytes = sum(map(len, inputs)) / n
+    inputs.clear()  # free ~0.5 GB before the tree is built
+
+    started = time.perf_counter()
+    tree = MerkleTree(r.leaf_hash for r in records)
+    tree_build_s = time.perf_counter() - started
+    root = tree.root()
+    rng = random.Random(6962)
+
+    inclusion: list[float] = []
+    max_inc = 0
+    for index in [rng.randrange(n) for _ in range(proofs)]:
+        started = time.perf_counter()
+        proof = tree.inclusion_proof(index)
+        inclusion.append(time.perf_counter() - started)
+        max_inc = max(max_inc, len(proof))
+        verify_inclusion(tree.leaf(index), index, n, proof, root)  # outside the clock: a wrong proof is no result
+
+    consistency: list[float] = []
+    max_con = 0
+    for old in [rng.randrange(1, n + 1) for _ in range(proofs)]:
+        started = time.perf_counter()
+        proof = tree.consistency_proof(old)
+        consistency.append(time.perf_counter() - started)
+        max_con = max(max_con, len(proof))
+        verify_consistency(old, n, tree.root(old), root, proof)
+
+    return ChainSpeed(
+        records=n, mean_bytes=mean_bytes, bare_per_s=n / bare_s, verify_per_s=n / verify_s,
+        tree_build_s=tree_build_s, inclusion_ms=statistics.median(inclusion) * 1000,
+        consistency_ms=statistics.median(consistency) * 1000, max_inclusion_hashes=max_inc,
+        max_consistency_hashes=max_con,
+    )
+
+
+def chain_rows(s: ChainSpeed) -> list[tuple[str, str, str]]:
+    n = f"{s.records:,}"
+    return [
+        ("audit", f"bare SHA-256 over the same bytes, {n} x ~{s.mean_bytes:.0f} B (ceiling)",
+         f"{s.bare_per_s:,.0f} records/s"),
+        ("audit", f"verify_chain over {n} records", f"{s.verify_per_s:,.0f} records/s"),
+        ("audit", "verification / ceiling", f"{s.verify_per_s / s.bare_per_s:.0%}"),
+        ("audit", f"Merkle tree build, {n} leaves", f"{s.tree_build_s:.2f} s"),
+        ("audit", f"inclusion proof at {n}, median of 1,000 (max {s.max_inclusion_hashes} hashes)",
+         f"{s.inclusion_ms:.3f} ms"),
+        ("audit", f"consistency proof at {n}, median of 1,000 (max {s.max_consistency_hashes} hashes)",
+         f"{s.consistency_ms:.3f} ms"),
+    ]
+
+
+async def kafka_append(admin_dsn: str, bootstrap: str, n: int, schools: int = 10) -> float | None:
+    """Events/s from incidents.reported records produced on the broker to records committed in the chain,
+    through the audit service's Runtime with its own migrations and raw handlers. None without audit.store."""
+    try:
+        from audit.config import AuditSettings
+        from audit.store import load_records, raw_handlers
+        from audit.store import schools as schools_of
+    except ImportError:
+        return None
+    from aiokafka import AIOKafkaProducer
+
+    from common.db import load_migrations
+    from common.runtime import Runtime, ServiceSpec
+
+    name = "a" + uuid.uuid4().hex[:8]
+    settings = AuditSettings(db_schema=f"{name}_audit", database_url=admin_dsn, kafka_bootstrap_servers=bootstrap,
+                             topic_prefix=f"{name}.")
+    runtime = Runtime(ServiceSpec(settings, load_migrations("audit.migrations"), raw_handlers=raw_handlers()))
+    events = [
+        new_event(EventType.INCIDENT_REPORTED, source="bench", subject=f"incident-{i}",
+                  schoolid=f"school-{i % schools}", data={"n": i, "padding": "x" * 120})
+        for i in range(n)
+    ]
+    topic = runtime.topics.physical(events[0].topic.value)
+    await runtime.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    await producer.start()
+    try:
+        await asyncio.sleep(3)  # let the consumer join its group before the clock starts
+        start = time.perf_counter()
+        for e in events:
+            await producer.send(topic, e.to_bytes(), key=e.schoolid.encode())
+        await producer.flush()
+        deadline = start + 300
+        while True:
+            async with runtime.pool.acquire() as conn:
+                count = await conn.fetchval("SELECT count(*) FROM audit_records")
+            if count >= n:
+                break
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"only {count} of {n} events appended in 300 s")
+            await asyncio.sleep(0.05)
+        rate = n / (time.perf_counter() - start)
+        async with runtime.pool.acquire() as conn:  # outside the clock: a broken chain is no result
+            for school in await schools_of(conn):
+                if not verify_chain(await load_records(conn, school)).ok:
+                    raise AssertionError(f"the chain of {school} does not verify")
+        return rate
+    finally:
+        await producer.stop()
+        await runtime.stop()
