@@ -25,6 +25,7 @@ from common.events import CloudEvent, new_event, utc_now
 from common.tokens import verify_ack_token
 from common.topics import EventType
 from notify.config import NotifySettings
+from notify.consumer import requested_handler
 from notify.main import NotifyService, build
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"oakfield-webhook-signing-key-32b").decode()
@@ -78,6 +79,15 @@ async def start(settings: NotifySettings, *, consume: bool = True) -> NotifyServ
     service = build(settings, consume=consume)
     await service.runtime.start()
     return service
+
+
+async def handle_directly(service: NotifyService, *requests: NotificationRequested) -> None:
+    """Hand requests to the consumer's handler in a transaction, as the runner does, without a group join
+    (~5 s each on this broker); for the tests about what happens after the row exists."""
+    handler = requested_handler()
+    async with service.runtime.pool.acquire() as conn, conn.transaction():
+        for request in requests:
+            await handler(requested(request), conn)
 
 
 async def send_requests(stack: Any, isolation: str, *events: CloudEvent) -> None:
@@ -223,10 +233,9 @@ async def test_restart_in_the_middle_of_a_backoff_resumes_it(stack, isolation, s
                                retry_base_seconds=60, retry_cap_seconds=60)
     smtp_server.mailbox.data_replies.append("451 4.3.0 try again later")
     request = fresh(make_request)
-    first = await start(settings)
+    first = await start(settings, consume=False)
     try:
-        await send_requests(stack, isolation, requested(request))
-        await eventually(lambda: _rows_at_least(stack, isolation, 1), timeout=20, what="the delivery row")
+        await handle_directly(first, request)
         t0 = utc_now()
         result = await first.deliverer.deliver_due(t0)
         assert result.retried == 1 and smtp_server.mailbox.messages == []
@@ -237,8 +246,8 @@ async def test_restart_in_the_middle_of_a_backoff_resumes_it(stack, isolation, s
     assert (row["state"], row["attempts"]) == ("pending", 1)
     assert t0 < row["next_attempt_at"] <= t0 + timedelta(seconds=60)
 
-    # The new instance resumes from the deliveries table alone. It does not consume: a consumer stopped while
-    # it is still joining the group (the old member's session has not yet expired) takes ~18 s to stop.
+    # The new instance resumes from the deliveries table alone. (Neither consumes: a consumer stopped while it
+    # is still joining the group, the old member's session not yet expired, takes ~18 s to stop.)
     second = await start(settings, consume=False)
     try:
         early = await second.deliverer.deliver_due(row["next_attempt_at"] - timedelta(milliseconds=1))
@@ -250,13 +259,6 @@ async def test_restart_in_the_middle_of_a_backoff_resumes_it(stack, isolation, s
         await second.runtime.stop()
     assert len(smtp_server.mailbox.messages) == 1
     assert event.data["notification_id"] == request.notification_id and event.data["attempts"] == 2
-
-
-async def _rows_at_least(stack: Any, isolation: str, n: int) -> bool:
-    try:
-        return len(await delivery_rows(stack, isolation)) >= n
-    except asyncpg.UndefinedTableError:
-        return False
 
 
 async def test_no_child_name_in_any_subject_or_sms(stack, isolation, smtp_server, http_server, make_request):
@@ -294,12 +296,11 @@ async def test_routine_requests_to_one_address_are_grouped_and_illegal_ones_are_
 ):
     settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False, throttle_window_seconds=120)
     routine = {"incident_class": IncidentClass.INAPPROPRIATE, "urgency": Urgency.NORMAL}
-    service = await start(settings)
+    service = await start(settings, consume=False)
     try:
         a, b = fresh(make_request, reference="OSI-AAAA1", **routine), fresh(make_request, reference="OSI-BBBB2",
                                                                              **routine)
-        await send_requests(stack, isolation, requested(a), requested(b))
-        await eventually(lambda: _rows_at_least(stack, isolation, 2), timeout=20, what="two rows")
+        await handle_directly(service, a, b)
         t0 = utc_now()
         assert (await service.deliverer.deliver_due(t0)).sent == 2  # a quiet address: at once, as one digest
         assert len(smtp_server.mailbox.messages) == 1
@@ -309,8 +310,7 @@ async def test_routine_requests_to_one_address_are_grouped_and_illegal_ones_are_
 
         c = fresh(make_request, reference="OSI-CCCC3", **routine)
         illegal = fresh(make_request, reference="OSI-DDDD4")
-        await send_requests(stack, isolation, requested(c), requested(illegal))
-        await eventually(lambda: _rows_at_least(stack, isolation, 4), timeout=20, what="four rows")
+        await handle_directly(service, c, illegal)
         second = await service.deliverer.deliver_due(t0 + timedelta(seconds=10))
         assert (second.sent, second.held) == (1, 1)  # the illegal one goes, the routine one waits
         assert "OSI-DDDD4" in smtp_server.mailbox.messages[-1]["Subject"]
@@ -331,3 +331,33 @@ async def test_routine_requests_to_one_address_are_grouped_and_illegal_ones_are_
 def _no_leaked_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("SMTP_HOST", "NOTIFY_API_KEY", "WEBHOOK_SECRET", "DELIVERY_LOOP"):
         monkeypatch.delenv(name, raising=False)
+
+
+async def test_send_never_recorded_is_sent_again_with_the_same_id_and_reported_once(
+    stack, isolation, smtp_server, make_request
+):
+    """The process died after the provider accepted but before the commit: once the lease expires the
+    message goes again with the same Message-ID (the receiver drops it), and one delivered event leaves."""
+    settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False, send_lease_seconds=30)
+    service = await start(settings, consume=False)  # the request goes straight to the handler: no group join
+    try:
+        request = fresh(make_request)
+        await handle_directly(service, request)
+        t0 = utc_now()
+        assert (await service.deliverer.deliver_due(t0)).sent == 1
+        conn = await asyncpg.connect(stack.admin_dsn)
+        try:  # as if the outcome had never been recorded: in flight, lease running
+            await conn.execute(
+                f"UPDATE {isolation}_notify.deliveries SET state = 'sending', next_attempt_at = $1",  # noqa: S608
+                t0 + timedelta(seconds=30),
+            )
+        finally:
+            await conn.close()
+        assert (await service.deliverer.deliver_due(t0 + timedelta(seconds=10))).claimed == 0  # lease running
+        assert (await service.deliverer.deliver_due(t0 + timedelta(seconds=31))).sent == 1
+        delivered = await outcome_events(stack, isolation, "notifications.delivered", expect=2, timeout=1.5)
+    finally:
+        await service.runtime.stop()
+    ids = [m["Message-ID"] for m in smtp_server.mailbox.messages]
+    assert ids == [f"<{request.notification_id}@oakfield.example>"] * 2
+    assert [e.data["notification_id"] for e in delivered] == [request.notification_id]
