@@ -12,6 +12,7 @@ from common.http import service_app
 from common.logging import configure
 from common.runtime import Runtime, ServiceSpec
 from intake import problems
+from intake.api.ack_page import router as ack_page_router
 from intake.api.body import DOCUMENTED
 from intake.api.incidents import router as incidents_router
 from intake.auth import Authenticator
@@ -46,7 +47,7 @@ def create_app(settings: IntakeSettings | None = None, *, intake: Intake | None 
 
 def service_app_with_docs(runtime: Runtime) -> FastAPI:
     app: FastAPI = service_app(
-        runtime, incidents_router, title="Online-safety incident intake", description=DESCRIPTION
+        runtime, incidents_router, ack_page_router, title="Online-safety incident intake", description=DESCRIPTION
     )
     generate = app.openapi
 
