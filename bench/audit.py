@@ -26,11 +26,14 @@ def build_chain(n: int, school: str = SCHOOL) -> list[AuditRecord]:
     """A chain of n records whose events are real CloudEvents (50 distinct ones, reused under new ids)."""
     head = ChainHead.genesis(school)
     base: list[AuditRecord] = []
+    def at(minutes: int) -> Callable[[], datetime]:
+        return lambda: T0 + timedelta(minutes=minutes)
+
     for i in range(50):
         event = new_event(
             EventType.INCIDENT_REPORTED, source="intake", subject=f"inc-{i // 3}", schoolid=school,
             data={"class": "inappropriate", "where": "ICT suite — PC 12", "n": i},
-            clock=lambda i=i: T0 + timedelta(minutes=i), event_id=f"evt-{i:07d}",
+            clock=at(i), event_id=f"evt-{i:07d}",
         )
         base.append(record_event(ChainHead.genesis(school), event, recorded_at=T0))
     records: list[AuditRecord] = []

@@ -88,7 +88,8 @@ class Publisher:
                 await producer.send(topic, value=value, key=key, headers=headers)
                 for topic, key, value, headers in records
             ]
-            return list(await asyncio.gather(*futures))
+            # A broker that died under a connected producer can leave batches waiting: bound the wait.
+            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout=REQUEST_TIMEOUT_MS / 1000 + 2))
         except (TimeoutError, KafkaError, OSError):
             await self.reset()
             raise
@@ -98,7 +99,7 @@ class Publisher:
             producer, self._producer = self._producer, None
         if producer is not None:
             try:
-                await producer.stop()
+                await asyncio.wait_for(producer.stop(), timeout=5)
             except Exception:  # noqa: BLE001 - closing a broken producer must not hide the first error
                 log.warning("kafka.producer_close_failed")
 

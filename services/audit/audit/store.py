@@ -151,7 +151,7 @@ async def load_records(conn: Connection, school_id: str, *, order: str = "pos") 
         f"SELECT {_COLUMNS} FROM audit_records WHERE school_id = $1 ORDER BY {column}",  # noqa: S608
         school_id,
     )
-    return [row_to_record(r) for r in rows]
+    return [row_to_record(dict(r)) for r in rows]
 
 
 async def schools(conn: Connection) -> list[str]:
