@@ -53,5 +53,8 @@ class NotifySettings(ServiceSettings):  # type: ignore[misc, unused-ignore]
         default=1.0, description="Longest sleep of the delivery loop; a new request wakes it at once (LISTEN)."
     )
     delivery_batch: int = 100
-    delivery_concurrency: int = 20
+    delivery_concurrency: int = Field(
+        default=16, description="Sends in flight at once; each holds a database connection (db_pool_max)."
+    )
+    db_pool_max: int = 32  # the sends in flight, the consumer's partitions, the relay and two listeners
     delivery_loop: bool = Field(default=True, description="Run the delivery loop (tests may drive it by hand).")

@@ -273,7 +273,9 @@ class Deliverer:
         return batches
 
     async def _send_and_record(self, batch: _Batch, now: datetime) -> dict[str, int]:
-        async with self._limit:
+        # The connection is taken before the send (no transaction is open during it), so that the outcome is
+        # committed the moment the provider answers, never after waiting for a free connection.
+        async with self._limit, self._pool().acquire() as conn:
             try:
                 receipt: DeliveryReceipt | Exception = await self._send(batch, now)
             except (RetryableDeliveryError, PermanentDeliveryError) as exc:
@@ -281,7 +283,7 @@ class Deliverer:
             except Exception as exc:  # noqa: BLE001 - a rendering or adapter bug must not stall the others
                 log.exception("notify.send_crashed", channel=batch.kind.value)
                 receipt = PermanentDeliveryError(f"{batch.kind.value} adapter error ({type(exc).__name__})")
-            async with self._pool().acquire() as conn, conn.transaction():
+            async with conn.transaction():
                 if isinstance(receipt, DeliveryReceipt):
                     return {"sent": await self._record_sent(conn, batch, receipt, now)}
                 counts = {"retried": 0, "fell_back": 0, "failed": 0}
