@@ -99,7 +99,7 @@ async def read_events(
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                    enable_auto_commit=False, group_id=None)
+                                    enable_auto_commit=False, group_id=None, metadata_max_age_ms=1000)
         try:
             await consumer.start()
             while asyncio.get_running_loop().time() < deadline:
