@@ -35,7 +35,9 @@ Record = tuple[bytes, dict[str, bytes]]
 
 
 async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 20) -> list[Record]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", metadata_max_age_ms=1000)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", metadata_max_age_ms=1000
+    )
     await consumer.start()
     got: list[Record] = []
     try:
