@@ -50,6 +50,27 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+class _StdoutLogger:
+    """Writes each line to whatever `sys.stdout` is at that moment.
+
+    structlog's PrintLogger keeps the stream it was given; if that was a temporary one (pytest's
+    capture, a redirected stdout) every later log call raises "I/O operation on closed file", and a
+    loop that logs its own failures then dies of it.
+    """
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stdout, flush=True)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _stdout_logger(*_: Any) -> _StdoutLogger:
+    return _STDOUT_LOGGER
+
+
+_STDOUT_LOGGER = _StdoutLogger()
+
+
 @contextmanager
 def event_context(event: CloudEvent) -> Iterator[None]:
     """Bind the event's ids to every log line and arm redaction with the values it carries."""
@@ -88,7 +109,7 @@ def configure(service: str, *, fmt: str = "json", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=_stdout_logger,
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(service=service)
