@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from common.aio import sleep_unless_stopped
@@ -25,7 +25,7 @@ from common.events import CloudEvent, MalformedEvent, parse_event
 from common.kafka import ensure_topics
 from common.logging import event_context
 from common.outbox import enqueue_raw
-from common.topics import TopicNames, dead_letter_topic
+from common.topics import DLQ_SUFFIX, TopicNames, dead_letter_topic
 
 log = structlog.get_logger(__name__)
 
@@ -57,9 +57,12 @@ class Delivery:
 
     @property
     def event_id(self) -> str:
-        if self.event is not None:
-            return self.event.id
-        return "malformed:" + hashlib.sha256(self.record.value or b"").hexdigest()
+        """The id repeats are recognised by. A dead letter carries its original's value, so on a
+        dead-letter topic the id is qualified by the topic: the copy is a fact of its own."""
+        base = self.event.id if self.event is not None else (
+            "malformed:" + hashlib.sha256(self.record.value or b"").hexdigest()
+        )
+        return f"{self.topic}:{base}" if self.topic.endswith(DLQ_SUFFIX) else base
 
 
 class ConsumerRunner:
@@ -230,4 +233,4 @@ class ConsumerRunner:
         self.dead_lettered_total += 1
 
 
-__all__ = ["ConsumerRunner", "Delivery", "Handler", "RawHandler", "TopicPartition"]
+__all__ = ["ConsumerRunner", "Delivery", "Handler", "RawHandler"]

@@ -66,10 +66,14 @@ def parse_event(raw: bytes | None) -> CloudEvent:
     try:
         return CloudEvent.from_bytes(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}" for err in exc.errors()[:5]
-        )
-        raise MalformedEvent(f"not a valid CloudEvent: {problems}") from exc
+        raise MalformedEvent(f"not a valid CloudEvent: {describe_problems(exc, root='(body)')}") from exc
+
+
+def describe_problems(exc: ValidationError, *, root: str, limit: int = 5) -> str:
+    """Where and what is wrong, never the input values (which may carry a pupil's name)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or root}: {err['msg']}" for err in exc.errors()[:limit]
+    )
 
 
 def new_event(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
 from common.health import health_router
+from common.logging import configure
 from common.runtime import Runtime
+from common.settings import ServiceSettings
 
 
 def service_app(runtime: Runtime, *routers: APIRouter, title: str, description: str = "") -> FastAPI:
@@ -24,3 +27,12 @@ def service_app(runtime: Runtime, *routers: APIRouter, title: str, description: 
         return "".join(f"{prefix}_{name} {value}\n" for name, value in sorted(values.items()))
 
     return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run a service's app in the foreground; uvicorn turns SIGTERM into the lifespan's orderly stop."""
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, server_header=False)
+
+
+def configure_logging(settings: ServiceSettings) -> None:
+    configure(settings.service_name, fmt=settings.log_format, level=settings.log_level)

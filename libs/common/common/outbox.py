@@ -16,23 +16,26 @@ from datetime import timedelta
 import asyncpg
 import structlog
 
-from common.aio import sleep_unless_stopped, wait_for_either
 from common.db import Connection
 from common.events import CloudEvent
 from common.kafka import Publisher
 from common.topics import TopicNames
+from common.woken_loop import run_woken_passes
 
 log = structlog.get_logger(__name__)
 
+# One round trip: the rows, and a NOTIFY (delivered at commit) that wakes this schema's relay.
 _INSERT = (
-    "INSERT INTO outbox (event_id, topic, key, value, headers) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[]) "
-    "ON CONFLICT (event_id) DO NOTHING"
+    "WITH inserted AS ("
+    " INSERT INTO outbox (event_id, topic, key, value, headers)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING 1)"
+    " SELECT pg_notify('outbox_' || current_schema(), '') FROM (SELECT count(*) FROM inserted) AS n"
 )
 
 
 def notify_channel(schema: str) -> str:
-    return f"outbox_{schema}"
+    return f"outbox_{schema}"  # the same name _INSERT builds with current_schema()
 
 
 async def enqueue(conn: Connection, events: Sequence[CloudEvent]) -> None:
@@ -49,7 +52,7 @@ async def enqueue_raw(
     conn: Connection, rows: Sequence[tuple[str, str, bytes | None, bytes, list[tuple[str, bytes]]]]
 ) -> None:
     """Rows of (event id, logical topic, key, value, headers); used directly for dead letters."""
-    await conn.execute(
+    await conn.fetch(
         _INSERT,
         [r[0] for r in rows],
         [r[1] for r in rows],
@@ -57,8 +60,6 @@ async def enqueue_raw(
         [r[3] for r in rows],
         [json.dumps([[k, v.decode("utf-8", "replace")] for k, v in r[4]]) for r in rows],
     )
-    schema = await conn.fetchval("SELECT current_schema()")
-    await conn.execute("SELECT pg_notify($1, '')", notify_channel(str(schema)))
 
 
 class OutboxRelay:
@@ -80,7 +81,6 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._retention = retention
-        self._wake = asyncio.Event()
         self.published_total = 0
 
     async def publish_pending(self) -> int:
@@ -133,43 +133,10 @@ class OutboxRelay:
         return int(status.split()[-1])
 
     async def run(self, stop: asyncio.Event) -> None:
-        listener = asyncio.create_task(self._listen(stop))
-        backoff = 0.2
-        try:
-            while not stop.is_set():
-                try:
-                    while await self.publish_pending() == self._batch_size:
-                        pass
-                    backoff = 0.2
-                except Exception as exc:  # noqa: BLE001 - the relay must outlive broker and database outages
-                    log.warning("outbox.publish_failed", error=str(exc) or type(exc).__name__, retry_in=backoff)
-                    await sleep_unless_stopped(stop, backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                self._wake.clear()
-                await wait_for_either(stop, self._wake, self._poll_seconds)
-        finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+        async def one_pass() -> bool:
+            return await self.publish_pending() == self._batch_size
 
-    async def _listen(self, stop: asyncio.Event) -> None:
-        """Hold a LISTEN connection; reconnect if the database goes away."""
-        channel = notify_channel(self._schema)
-        while not stop.is_set():
-            try:
-                async with self._pool.acquire() as conn:
-                    def wake(*_: object) -> None:
-                        self._wake.set()
-
-                    await conn.add_listener(channel, wake)
-                    try:
-                        while not conn.is_closed():  # noqa: ASYNC110 - also watching the connection
-                            await sleep_unless_stopped(stop, 1.0)
-                            if stop.is_set():
-                                return
-                    finally:
-                        if not conn.is_closed():
-                            await conn.remove_listener(channel, wake)
-            except Exception:  # noqa: BLE001 - polling covers us until LISTEN is back
-                await sleep_unless_stopped(stop, 1.0)
-
+        await run_woken_passes(
+            stop, one_pass, pool=lambda: self._pool, channel=notify_channel(self._schema),
+            poll_seconds=self._poll_seconds, failure_event="outbox.publish_failed",
+        )

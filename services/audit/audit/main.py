@@ -3,7 +3,6 @@ serves verification, timelines, search, termly reports and replay checks."""
 
 from __future__ import annotations
 
-import uvicorn
 from fastapi import FastAPI
 
 from audit.api.routes import router
@@ -11,8 +10,7 @@ from audit.checkpoints import checkpoint_loop, signer_for
 from audit.config import AuditSettings
 from audit.store import raw_handlers
 from common.db import load_migrations
-from common.http import service_app
-from common.logging import configure
+from common.http import configure_logging, serve, service_app
 from common.runtime import Runtime, ServiceSpec
 
 DESCRIPTION = """The tamper-evident evidence log. Every event of every topic (dead letters included) is
@@ -37,6 +35,5 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
 
 def run() -> None:
     settings = AuditSettings()
-    configure(settings.service_name, fmt=settings.log_format, level=settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
-                server_header=False)
+    configure_logging(settings)
+    serve(create_app(settings), settings)

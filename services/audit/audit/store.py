@@ -93,8 +93,7 @@ def delivery_entry(d: Delivery) -> tuple[str, str, bytes]:
         "value_b64": None if d.event is not None else base64.b64encode(d.record.value or b"").decode(),
     }
     school = d.event.schoolid if d.event is not None else _claimed_school(d.record.value)
-    event_id = f"{d.topic}:{d.event_id}" if dead_letter else d.event_id
-    return school, event_id, canonical_json(envelope)
+    return school, d.event_id, canonical_json(envelope)
 
 
 async def store_delivery(d: Delivery, conn: Connection) -> None:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 
 from common.db import load_migrations
-from common.http import service_app
-from common.logging import configure
+from common.http import configure_logging, serve, service_app
 from common.runtime import Runtime, ServiceSpec
 from intake import problems
 from intake.api.ack_page import router as ack_page_router
@@ -70,6 +68,5 @@ def service_app_with_docs(runtime: Runtime) -> FastAPI:
 
 def run() -> None:
     settings = IntakeSettings()
-    configure(settings.service_name, fmt=settings.log_format, level=settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
-                server_header=False)
+    configure_logging(settings)
+    serve(create_app(settings), settings)

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from common.consumer import Handler
 from common.contracts import NotificationRequested
 from common.db import Connection
-from common.events import Clock, CloudEvent, utc_now
+from common.events import Clock, CloudEvent, describe_problems, utc_now
 
 _INSERT = (
     "INSERT INTO deliveries (notification_id, incident_id, school_id, event_id, correlation_id, request,"
@@ -26,9 +26,7 @@ def parse_request(data: dict[str, object]) -> NotificationRequested:
     try:
         return NotificationRequested.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(data)'}: {err['msg']}" for err in exc.errors()[:10]
-        )
+        problems = describe_problems(exc, root="(data)", limit=10)
         raise InvalidRequest(f"not a valid notification request: {problems}") from None
 
 

@@ -28,7 +28,6 @@ from typing import Any
 import asyncpg
 import structlog
 
-from common.aio import sleep_unless_stopped, wait_for_either
 from common.contracts import (
     ChannelAddress,
     ChannelKind,
@@ -41,6 +40,7 @@ from common.events import Clock, CloudEvent, utc_now
 from common.outbox import enqueue
 from common.tokens import issue_ack_token
 from common.topics import EventType
+from common.woken_loop import run_woken_passes
 from notify import throttle
 from notify.channels.base import (
     Channel,
@@ -144,49 +144,13 @@ class Deliverer:
     # ------------------------------------------------------------------ the loop
 
     async def run(self, stop: asyncio.Event, clock: Clock = utc_now) -> None:
-        wake = asyncio.Event()
-        listener = asyncio.create_task(self._listen(stop, wake))
-        backoff = 0.2
-        try:
-            while not stop.is_set():
-                wake.clear()  # a request committed during the pass sets it again: no wake-up is lost
-                try:
-                    result = await self.deliver_due(clock())
-                    backoff = 0.2
-                except Exception as exc:  # noqa: BLE001 - the loop must outlive database outages
-                    log.warning("notify.delivery_pass_failed", error=str(exc) or type(exc).__name__,
-                                retry_in=backoff)
-                    await sleep_unless_stopped(stop, backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                if result.claimed == 0:
-                    await wait_for_either(stop, wake, self._config.poll_seconds)
-        finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+        async def one_pass() -> bool:
+            return (await self.deliver_due(clock())).claimed > 0
 
-    async def _listen(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
-        """LISTEN for new requests; if the connection is lost, polling covers until it is back."""
-        channel = self._config.wake_channel
-        if channel is None:
-            return
-        while not stop.is_set():
-            try:
-                async with self._pool().acquire() as conn:
-                    def on_notify(*_: object) -> None:
-                        wake.set()
-
-                    await conn.add_listener(channel, on_notify)
-                    try:
-                        while not conn.is_closed():  # noqa: ASYNC110 - also watching the connection
-                            await sleep_unless_stopped(stop, 1.0)
-                            if stop.is_set():
-                                return
-                    finally:
-                        if not conn.is_closed():
-                            await conn.remove_listener(channel, on_notify)
-            except Exception:  # noqa: BLE001 - polling covers us until LISTEN is back
-                await sleep_unless_stopped(stop, 1.0)
+        await run_woken_passes(
+            stop, one_pass, pool=self._pool, channel=self._config.wake_channel,
+            poll_seconds=self._config.poll_seconds, failure_event="notify.delivery_pass_failed",
+        )
 
     async def deliver_due(self, now: datetime) -> PassResult:
         """Deliver everything due at `now`; a delivery moved to its next channel is tried in the same pass."""

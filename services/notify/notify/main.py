@@ -7,14 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-import uvicorn
 from fastapi import FastAPI
 
 from common.contracts import ChannelKind
 from common.db import load_migrations
 from common.events import Clock, utc_now
-from common.http import service_app
-from common.logging import configure
+from common.http import configure_logging, serve, service_app
 from common.runtime import Runtime, ServiceSpec
 from common.topics import Topic
 from notify.channels.base import Channel
@@ -139,6 +137,5 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
 
 def run() -> None:
     settings = NotifySettings()
-    configure(settings.service_name, fmt=settings.log_format, level=settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
-                server_header=False)
+    configure_logging(settings)
+    serve(create_app(settings), settings)

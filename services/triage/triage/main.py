@@ -7,13 +7,11 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import uvicorn
 from fastapi import FastAPI
 
 from common.db import load_migrations
 from common.events import utc_now
-from common.http import service_app
-from common.logging import configure
+from common.http import configure_logging, serve, service_app
 from common.runtime import BackgroundLoop, Runtime, ServiceSpec
 from triage.config import TriageSettings
 from triage.consumer import TriageHandlers
@@ -70,10 +68,10 @@ def create_app(settings: TriageSettings | None = None, *, clock: Clock = utc_now
 
 def run() -> None:
     settings = TriageSettings()
-    configure(settings.service_name, fmt=settings.log_format, level=settings.log_level)
+    configure_logging(settings)
     try:
         app = create_app(settings)
     except PolicyError as exc:
         print(f"triage: refusing to start: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, server_header=False)
+    serve(app, settings)

@@ -61,7 +61,3 @@ CREATE TABLE incident_projection (
 CREATE INDEX incident_projection_school ON incident_projection (school_id);
 GRANT INSERT, SELECT, UPDATE ON incident_projection TO @app_role@;
 
--- A dead letter carries the same value (so the same event id) as the original the audit log already
--- holds; the audit consumer must keep both, so its inbox tells repeats apart by topic as well.
-ALTER TABLE inbox DROP CONSTRAINT inbox_pkey;
-ALTER TABLE inbox ADD PRIMARY KEY (consumer, event_id, topic);
