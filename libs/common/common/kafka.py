@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Iterable
 
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
@@ -42,6 +42,48 @@ async def broker_reachable(bootstrap: str) -> None:
         await admin.list_topics()
     finally:
         await admin.close()
+
+
+async def log_end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[str, dict[int, int]]:
+    """Each existing topic's partitions and their log-end offsets; a topic the broker lacks is absent."""
+    wanted = set(topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
+    await admin.start()
+    try:
+        present = wanted & set(await admin.list_topics())
+        # Only topics known to exist are asked about: a metadata request may create a missing one.
+        described = await admin.describe_topics(sorted(present)) if present else []
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(t["topic"], p["partition"]) for t in described if t["error_code"] == 0 for p in t["partitions"]
+    ]
+    ends: dict[str, dict[int, int]] = {t["topic"]: {} for t in described if t["error_code"] == 0}
+    if partitions:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
+        await consumer.start()
+        try:
+            for tp, end in (await consumer.end_offsets(partitions)).items():
+                ends[tp.topic][tp.partition] = end
+        finally:
+            await consumer.stop()
+    return ends
+
+
+async def committed_offsets(
+    bootstrap: str, group: str, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int | None]:
+    """The offsets `group` has committed (None where it has none), without joining the group."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, request_timeout_ms=REQUEST_TIMEOUT_MS
+    )
+    await consumer.start()
+    try:
+        # One OffsetFetch for them all (`committed()` asks once per partition); -1 means none.
+        found = await consumer._coordinator.fetch_committed_offsets(partitions)  # noqa: SLF001
+        return {tp: (found[tp].offset if tp in found and found[tp].offset >= 0 else None) for tp in partitions}
+    finally:
+        await consumer.stop()
 
 
 class Publisher:

@@ -3,7 +3,9 @@
 A service calls `enqueue(conn, events)` inside its own transaction. The `OutboxRelay` publishes
 unpublished rows in id order and marks them sent. It is woken by LISTEN/NOTIFY at commit and also
 polls, so a lost notification only delays an event. With the broker down, writes still succeed;
-the relay keeps retrying with backoff and publishes them when the broker returns.
+the relay keeps retrying with backoff and publishes them when the broker returns. Published rows
+stay for the retention period, with the partition and offset the broker gave them, so that what a
+broker loses can be published again (`common.broker_watch`, `common.redrive`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from datetime import timedelta
 
 import asyncpg
 import structlog
@@ -36,6 +37,16 @@ _INSERT = (
 
 def notify_channel(schema: str) -> str:
     return f"outbox_{schema}"  # the same name _INSERT builds with current_schema()
+
+
+async def try_relay_lock(conn: Connection, schema: str) -> bool:
+    """The transaction-scoped lock held by whoever publishes or re-drives this schema's outbox."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", f"outbox-relay:{schema}"))
+
+
+async def wake_relay(conn: Connection) -> None:
+    """Wake this schema's relay at commit (rows were marked for publishing outside `enqueue`)."""
+    await conn.execute("SELECT pg_notify('outbox_' || current_schema(), '')")
 
 
 async def enqueue(conn: Connection, events: Sequence[CloudEvent]) -> None:
@@ -72,7 +83,6 @@ class OutboxRelay:
         schema: str,
         batch_size: int = 1000,
         poll_seconds: float = 1.0,
-        retention: timedelta = timedelta(days=7),
     ) -> None:
         self._pool = pool
         self._publisher = publisher
@@ -80,17 +90,13 @@ class OutboxRelay:
         self._schema = schema
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
-        self._retention = retention
         self.published_total = 0
 
     async def publish_pending(self) -> int:
         """Publish one batch of unpublished events; returns how many were published."""
         async with self._pool.acquire() as conn, conn.transaction():
             # One relay per schema at a time keeps each incident's events in order.
-            locked = await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtext($1))", f"outbox-relay:{self._schema}"
-            )
-            if not locked:
+            if not await try_relay_lock(conn, self._schema):
                 return 0
             rows = await conn.fetch(
                 "SELECT id, topic, key, value, headers FROM outbox WHERE published_at IS NULL "
@@ -122,15 +128,6 @@ class OutboxRelay:
     async def backlog(self) -> int:
         async with self._pool.acquire() as conn:
             return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
-
-    async def purge_expired(self) -> int:
-        """Forget published events older than the retention period."""
-        async with self._pool.acquire() as conn:
-            status = await conn.execute(
-                "DELETE FROM outbox WHERE published_at IS NOT NULL AND created_at < now() - $1::interval",
-                self._retention,
-            )
-        return int(status.split()[-1])
 
     async def run(self, stop: asyncio.Event) -> None:
         async def one_pass() -> bool:

@@ -7,7 +7,7 @@ reverse: on shutdown each consumer finishes and commits the batch it holds, then
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,13 +16,14 @@ import asyncpg
 import structlog
 from fastapi import FastAPI
 
+from common.broker_watch import BrokerWatch
 from common.consumer import ConsumerRunner, Handler, RawHandler
 from common.db import Migration, prepare_database
 from common.health import Check, broker_check, database_check
 from common.kafka import Publisher
 from common.outbox import OutboxRelay
 from common.settings import ServiceSettings
-from common.topics import TopicNames
+from common.topics import TopicNames, consumers_of
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +37,8 @@ class ServiceSpec:
     handlers: Mapping[str, Handler] = field(default_factory=dict)
     raw_handlers: Mapping[str, RawHandler] = field(default_factory=dict)
     background: list[BackgroundLoop] = field(default_factory=list)
+    # Which services consume a topic: the product's topology, replaceable for tests' sample services.
+    consumers_of: Callable[[str], Iterable[str]] = consumers_of
 
 
 class Runtime:
@@ -49,6 +52,7 @@ class Runtime:
             spec.settings.kafka_bootstrap_servers, self.topics.all(), spec.settings.topic_partitions
         )
         self.relay: OutboxRelay | None = None
+        self.broker_watch: BrokerWatch | None = None
         self.consumer: ConsumerRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -68,9 +72,15 @@ class Runtime:
         )
         self.relay = OutboxRelay(
             self.pool, self.publisher, self.topics, schema=s.schema_name,
-            poll_seconds=s.outbox_poll_seconds, retention=timedelta(days=s.outbox_retention_days),
+            poll_seconds=s.outbox_poll_seconds,
         )
         self._spawn(self.relay.run(self.stop_event))
+        self.broker_watch = BrokerWatch(
+            lambda: self.pool, s.kafka_bootstrap_servers, self.topics, schema=s.schema_name,
+            consumer_groups=self.spec.consumers_of, interval_seconds=s.outbox_watch_seconds,
+            retention=timedelta(days=s.outbox_retention_days),
+        )
+        self._spawn(self.broker_watch.run(self.stop_event))
         if self.spec.handlers or self.spec.raw_handlers:
             self.consumer = ConsumerRunner(
                 pool=self.pool, bootstrap=s.kafka_bootstrap_servers, topic_names=self.topics,
@@ -113,6 +123,8 @@ class Runtime:
             "consumer_processed_total": self.consumer.processed_total if self.consumer else 0,
             "consumer_dead_lettered_total": self.consumer.dead_lettered_total if self.consumer else 0,
             "consumer_lag": self.consumer.lag if self.consumer else 0,
+            "outbox_redriven_total": self.broker_watch.redriven_total if self.broker_watch else 0,
+            "broker_losses_detected_total": self.broker_watch.losses_total if self.broker_watch else 0,
         }
 
     @asynccontextmanager

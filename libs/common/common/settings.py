@@ -29,7 +29,12 @@ class ServiceSettings(BaseSettings):
     log_format: str = Field(default="json", description="'json' or 'console'.")
     log_level: str = "info"
     outbox_poll_seconds: float = 1.0
-    outbox_retention_days: float = 7.0
+    outbox_retention_days: float = Field(
+        default=7.0, description="How long published events stay in the outbox, ready to be re-driven."
+    )
+    outbox_watch_seconds: float = Field(
+        default=5.0, description="How often the outbox is compared with the broker to notice lost events."
+    )
     token_secret: str = Field(
         default="dev-only-secret-change-me-0123456789abcdef",
         description="HMAC secret for people's tokens and acknowledgement links (intake and notify share it).",

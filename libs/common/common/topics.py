@@ -51,6 +51,31 @@ def dead_letter_topic(topic: str) -> str:
     return topic + DLQ_SUFFIX
 
 
+# Which services consume each topic (a service's consumer group is its name after the topic prefix). Part of
+# the contract: the outbox counts a published event safe from broker loss only once all of them have it.
+CONSUMERS: dict[Topic, frozenset[str]] = {
+    Topic.INCIDENTS_REPORTED: frozenset({"triage", "audit"}),
+    Topic.INCIDENTS_TRIAGED: frozenset({"intake", "audit"}),
+    Topic.NOTIFICATIONS_REQUESTED: frozenset({"notify", "intake", "audit"}),
+    Topic.NOTIFICATIONS_DELIVERED: frozenset({"intake", "audit"}),
+    Topic.NOTIFICATIONS_FAILED: frozenset({"triage", "intake", "audit"}),
+    Topic.INCIDENTS_ACKNOWLEDGED: frozenset({"triage", "intake", "audit"}),
+    Topic.INCIDENTS_ESCALATED: frozenset({"intake", "audit"}),
+    Topic.INCIDENTS_ACTIONS: frozenset({"triage", "intake", "audit"}),
+}
+DEAD_LETTER_CONSUMERS = frozenset({"audit"})
+
+
+def consumers_of(logical: str) -> frozenset[str]:
+    """The services that consume a logical topic; dead-letter topics are kept by audit alone."""
+    if logical.endswith(DLQ_SUFFIX):
+        return DEAD_LETTER_CONSUMERS
+    try:
+        return CONSUMERS[Topic(logical)]
+    except ValueError:
+        return frozenset()
+
+
 def all_topic_names() -> list[str]:
     """Every topic the product uses, dead-letter topics included."""
     names = [t.value for t in Topic]

@@ -1,0 +1,176 @@
+"""Noticing that the broker lost what it acknowledged, and re-driving it from the outbox.
+
+A broker can forget acknowledged records: the embedded one keeps everything in memory, and a Kafka
+topic can be deleted and re-created or an unclean leader elected. Every few seconds, each service
+compares what its outbox says it published (the partition and offset of each row) with the broker:
+
+- a topic that vanished, or a partition whose log now ends at or below an offset the broker gave one
+  of our rows, means the broker lost records: every row of that topic after its safe point is marked
+  for publishing again (`common.redrive`), and the relay sends them in their original order;
+- otherwise the topic's safe point moves forward: the highest outbox id up to which every consumer of
+  the topic (`common.topics.consumers_of`) has committed an offset past the row. A consumer group that
+  has committed nothing holds the safe point where it is, so nothing it has not seen is ever skipped.
+
+Consumers whose offsets vanished read from the earliest record (the consumer runner's reset policy)
+and their inboxes absorb the repeats. The same pass forgets published rows older than the retention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+import structlog
+from aiokafka import TopicPartition
+
+from common.aio import sleep_unless_stopped
+from common.db import Connection
+from common.kafka import committed_offsets, log_end_offsets
+from common.outbox import try_relay_lock
+from common.redrive import mark_after_safe_points
+from common.topics import TopicNames
+
+log = structlog.get_logger(__name__)
+
+BROKER_TIMEOUT_SECONDS = 15.0
+PURGE_EVERY_SECONDS = 3600.0
+
+# Per topic and partition, the highest offset the broker gave a row that is not yet known safe.
+_UNSAFE = (
+    'SELECT o.topic, o.partition, max(o."offset") AS last_offset FROM outbox o '
+    "LEFT JOIN outbox_safe_point s ON s.topic = o.topic "
+    "WHERE o.published_at IS NOT NULL AND o.partition IS NOT NULL AND o.id > coalesce(s.safe_id, 0) "
+    "GROUP BY o.topic, o.partition"
+)
+
+# The safe point stops just before the first row that some consumer has not committed past ($2, per
+# partition), or at the last row if there is none; it never moves back.
+_ADVANCE = (
+    "INSERT INTO outbox_safe_point (topic, safe_id) "
+    "SELECT $1, coalesce(first_unsafe - 1, last_id) FROM ("
+    " SELECT min(o.id) FILTER (WHERE o.published_at IS NULL OR o.partition IS NULL"
+    '  OR o."offset" >= coalesce(($2::bigint[])[o.partition + 1], 0)) AS first_unsafe, max(o.id) AS last_id'
+    " FROM outbox o WHERE o.topic = $1"
+    " AND o.id > coalesce((SELECT safe_id FROM outbox_safe_point WHERE topic = $1), 0)) AS x "
+    "WHERE coalesce(first_unsafe - 1, last_id) IS NOT NULL "
+    "ON CONFLICT (topic) DO UPDATE SET safe_id = greatest(outbox_safe_point.safe_id, excluded.safe_id),"
+    " updated_at = now()"
+)
+
+
+@dataclass(frozen=True)
+class Loss:
+    topic: str
+    reason: str
+
+
+class BrokerWatch:
+    def __init__(
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        bootstrap: str,
+        topic_names: TopicNames,
+        *,
+        schema: str,
+        consumer_groups: Callable[[str], Iterable[str]],
+        interval_seconds: float = 5.0,
+        retention: timedelta = timedelta(days=7),
+    ) -> None:
+        self._pool = pool
+        self._bootstrap = bootstrap
+        self._topics = topic_names
+        self._schema = schema
+        self._consumer_groups = consumer_groups
+        self._interval = interval_seconds
+        self._retention = retention
+        self.losses_total = 0
+        self.redriven_total = 0
+
+    async def check_once(self) -> list[Loss]:
+        """Compare the outbox with the broker once: re-drive what was lost, or move safe points on."""
+        async with self._pool().acquire() as conn, conn.transaction():
+            if not await try_relay_lock(conn, self._schema):  # the relay is publishing: next time
+                return []
+            unsafe: dict[str, dict[int, int]] = {}
+            for r in await conn.fetch(_UNSAFE):
+                unsafe.setdefault(r["topic"], {})[r["partition"]] = r["last_offset"]
+            if not unsafe:
+                return []
+            ends = await asyncio.wait_for(
+                log_end_offsets(self._bootstrap, [self._topics.physical(t) for t in unsafe]),
+                BROKER_TIMEOUT_SECONDS,
+            )
+            found = ((t, _lost(t, last, ends.get(self._topics.physical(t)))) for t, last in unsafe.items())
+            losses = [loss for _, loss in found if loss is not None]
+            if losses:
+                marked = await mark_after_safe_points(conn, [loss.topic for loss in losses])
+                self.losses_total += len(losses)
+                self.redriven_total += marked
+                log.warning(
+                    "outbox.broker_lost_events", redriven=marked,
+                    topics={loss.topic: loss.reason for loss in losses},
+                )
+                return losses
+            await self._advance_safe_points(conn, {self._topics.logical(t): sorted(ps) for t, ps in ends.items()})
+        return []
+
+    async def _advance_safe_points(self, conn: Connection, partitions: dict[str, list[int]]) -> None:
+        groups_of = {t: sorted(self._topics.physical(g) for g in self._consumer_groups(t)) for t in partitions}
+        wanted: dict[str, list[TopicPartition]] = {}
+        for topic, groups in groups_of.items():
+            for group in groups:
+                wanted.setdefault(group, []).extend(TopicPartition(self._topics.physical(topic), p)
+                                                    for p in partitions[topic])
+        found = await asyncio.wait_for(
+            asyncio.gather(*(committed_offsets(self._bootstrap, g, tps) for g, tps in wanted.items())),
+            BROKER_TIMEOUT_SECONDS,
+        )
+        committed = dict(zip(wanted, found, strict=True))
+        for topic, groups in groups_of.items():
+            if not groups or not partitions[topic]:
+                continue  # nobody is known to consume it: everything stays re-drivable
+            # Per partition, the offset every consumer of the topic has committed past (none: 0).
+            consumed = [
+                min((committed[g].get(TopicPartition(self._topics.physical(topic), p)) or 0) for g in groups)
+                for p in range(max(partitions[topic]) + 1)
+            ]
+            await conn.execute(_ADVANCE, topic, consumed)
+
+    async def purge_expired(self) -> int:
+        """Forget published rows older than the retention period: they can no longer be re-driven."""
+        async with self._pool().acquire() as conn:
+            status = await conn.execute(
+                "DELETE FROM outbox WHERE published_at IS NOT NULL AND created_at < now() - $1::interval",
+                self._retention,
+            )
+        return int(status.split()[-1])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        next_purge = 0.0
+        while not stop.is_set():
+            try:
+                await self.check_once()
+                if time.monotonic() >= next_purge:
+                    purged = await self.purge_expired()
+                    if purged:
+                        log.info("outbox.purged", rows=purged)
+                    next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+            except Exception as exc:  # noqa: BLE001 - a broker or database outage: look again later
+                log.info("outbox.broker_watch_unavailable", error=str(exc) or type(exc).__name__)
+            await sleep_unless_stopped(stop, self._interval)
+
+
+def _lost(topic: str, last_offsets: dict[int, int], ends: dict[int, int] | None) -> Loss | None:
+    if ends is None:
+        return Loss(topic, "the topic is gone")
+    for partition, last in sorted(last_offsets.items()):
+        end = ends.get(partition)
+        if end is None:
+            return Loss(topic, f"partition {partition} is gone")
+        if end <= last:
+            return Loss(topic, f"partition {partition} ends at offset {end}, but held offset {last}")
+    return None

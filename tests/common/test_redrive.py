@@ -1,0 +1,233 @@
+"""Losing nothing when the broker forgets: re-drive from the outbox, safe points, and the redrive command.
+
+The embedded broker keeps everything in memory, so restarting it is exactly the amnesia the product
+must survive: topics, records and committed offsets all gone. A producer service publishes one event on
+every topic of the product; a consumer service handles them all and counts each effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from support.helpers import effects, eventually
+from support.sample_service import EFFECTS, record_effect
+
+from common.events import CloudEvent, new_event
+from common.kafka import committed_offsets
+from common.outbox import enqueue
+from common.runtime import Runtime, ServiceSpec
+from common.settings import ServiceSettings
+from common.topics import TOPIC_OF, Topic
+
+TOPICS = [t.value for t in Topic]
+
+
+def _settings(isolation: str, stack, name: str) -> ServiceSettings:
+    return ServiceSettings(
+        service_name=name, db_schema=f"{isolation}_{name}", database_url=stack.admin_dsn,
+        kafka_bootstrap_servers=stack.bootstrap, topic_prefix=f"{isolation}.", outbox_poll_seconds=0.2,
+        outbox_watch_seconds=0.5,
+    )
+
+
+def _producer(isolation: str, stack, consumers: Iterable[str] = ("sample",)) -> Runtime:
+    names = list(consumers)
+    return Runtime(ServiceSpec(_settings(isolation, stack, "producer"), [], consumers_of=lambda _: names))
+
+
+def _consumer(isolation: str, stack) -> Runtime:
+    return Runtime(ServiceSpec(
+        _settings(isolation, stack, "sample"), [EFFECTS], handlers=dict.fromkeys(TOPICS, record_effect),
+    ))
+
+
+def _one_per_topic(batch: int) -> list[CloudEvent]:
+    return [
+        new_event(kind, source="tests", subject=f"incident-{batch}", schoolid="school-a", data={"batch": batch})
+        for kind in TOPIC_OF
+    ]
+
+
+async def _publish(producer: Runtime, events: list[CloudEvent]) -> None:
+    async with producer.pool.acquire() as conn, conn.transaction():
+        await enqueue(conn, events)
+
+    async def published() -> bool:
+        return await producer.relay.backlog() == 0
+
+    await eventually(published, what="the producer's outbox to be published")
+
+
+async def _effects_of(stack, isolation: str, events: list[CloudEvent]) -> None:
+    ids = {e.id for e in events}
+
+    async def all_there() -> bool:
+        return ids <= set(await effects(stack.admin_dsn, f"{isolation}_sample"))
+
+    await eventually(all_there, timeout=60, what=f"the effects of {len(ids)} events")
+
+
+async def _safe_everywhere(stack, isolation: str) -> bool:
+    conn = await asyncpg.connect(stack.admin_dsn)
+    try:
+        behind = await conn.fetchval(
+            f"SELECT count(*) FROM {isolation}_producer.outbox o"  # noqa: S608 - the test's own schema
+            f" LEFT JOIN {isolation}_producer.outbox_safe_point s USING (topic) WHERE o.id > coalesce(s.safe_id, 0)"
+        )
+    finally:
+        await conn.close()
+    return behind == 0
+
+
+def _restart_broker(stack) -> None:
+    stack.stop_broker()
+    stack.start_broker()
+
+
+async def test_events_the_broker_lost_before_they_were_consumed_are_each_processed_once_on_every_topic(
+    stack, isolation
+):
+    producer, consumer = _producer(isolation, stack), _consumer(isolation, stack)
+    await producer.start()
+    await consumer.start()
+    try:
+        consumed = _one_per_topic(1)
+        await _publish(producer, consumed)
+        await _effects_of(stack, isolation, consumed)
+        await consumer.stop()
+
+        unconsumed = _one_per_topic(2)
+        await _publish(producer, unconsumed)  # on the broker, acknowledged, and nobody has read them yet
+        _restart_broker(stack)  # ... now gone, with every committed offset
+
+        consumer = _consumer(isolation, stack)
+        await consumer.start()
+        await _effects_of(stack, isolation, unconsumed)
+        await asyncio.sleep(2.0)  # room for any repeat to show itself
+        assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in consumed + unconsumed}
+        assert producer.broker_watch.losses_total >= len(TOPICS)
+        assert producer.broker_watch.redriven_total >= len(unconsumed)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_a_consumer_whose_offsets_vanished_reads_everything_again_and_processes_nothing_twice(stack, isolation):
+    # A consumer that never runs ("absent") holds every safe point: all retained events are re-driven.
+    producer = _producer(isolation, stack, consumers=("sample", "absent"))
+    consumer = _consumer(isolation, stack)
+    await producer.start()
+    await consumer.start()
+    try:
+        events = _one_per_topic(1)
+        await _publish(producer, events)
+        await _effects_of(stack, isolation, events)
+        await consumer.stop()
+        _restart_broker(stack)
+
+        consumer = _consumer(isolation, stack)
+        await consumer.start()
+
+        async def redriven_and_read_again() -> bool:
+            held = await _end_offsets(stack, isolation)
+            return held == len(events) and await _committed(stack, isolation, "sample") == held
+
+        await eventually(redriven_and_read_again, timeout=60, what="the events to be re-driven and read again")
+        assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
+        assert consumer.consumer.processed_total == 0  # every repeat was absorbed by the inbox
+        assert await _end_offsets(stack, isolation) == len(events)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_events_every_consumer_has_committed_past_are_not_redriven_after_a_broker_restart(stack, isolation):
+    producer, consumer = _producer(isolation, stack), _consumer(isolation, stack)
+    await producer.start()
+    await consumer.start()
+    try:
+        events = _one_per_topic(1)
+        await _publish(producer, events)
+        await _effects_of(stack, isolation, events)
+        await eventually(lambda: _safe_everywhere(stack, isolation), timeout=30, what="the safe points to pass them")
+        await consumer.stop()
+        _restart_broker(stack)
+
+        consumer = _consumer(isolation, stack)
+        await consumer.start()
+        await asyncio.sleep(3.0)  # several watch intervals
+        assert producer.broker_watch.redriven_total == 0
+        assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_the_redrive_command_over_a_consumed_period_changes_nothing_downstream(stack, isolation):
+    producer, consumer = _producer(isolation, stack), _consumer(isolation, stack)
+    await producer.start()
+    await consumer.start()
+    try:
+        since = datetime.now(UTC)
+        events = _one_per_topic(1)
+        await _publish(producer, events)
+        await _effects_of(stack, isolation, events)
+        before = await _end_offsets(stack, isolation)
+        env = {
+            **os.environ, "DATABASE_URL": stack.admin_dsn, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+            "TOPIC_PREFIX": f"{isolation}.", "DB_SCHEMA": f"{isolation}_producer", "LOG_LEVEL": "warning",
+        }
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "common.redrive", "--service", "producer", "--since", since.isoformat()],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"re-drove {len(events)} events" in done.stdout
+        assert f"{len(events)}/{len(events)}" in done.stderr  # the progress bar reached the end
+
+        async def republished() -> bool:
+            return await _end_offsets(stack, isolation) == before + len(events)
+
+        await eventually(republished, what="the events to be published again")
+        await asyncio.sleep(2.0)
+        assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_the_redrive_command_says_what_is_wrong_with_its_arguments():
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "common.redrive", "--service", "triage", "--since", "yesterday"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert "'yesterday' is not a time: use ISO 8601" in done.stderr
+
+
+async def _committed(stack, isolation: str, group: str) -> int:
+    tps = [TopicPartition(f"{isolation}.{t}", p) for t in TOPICS for p in range(3)]
+    offsets = await committed_offsets(stack.bootstrap, f"{isolation}.{group}", tps)
+    return sum(o or 0 for o in offsets.values())
+
+
+async def _end_offsets(stack, isolation: str) -> int:
+    """How many records the broker holds on the product's topics under this test's prefix."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap)
+    await consumer.start()
+    try:
+        existing = await consumer.topics()
+        tps = [
+            TopicPartition(f"{isolation}.{t}", p) for t in TOPICS if f"{isolation}.{t}" in existing for p in range(3)
+        ]
+        return sum((await consumer.end_offsets(tps)).values()) if tps else 0
+    finally:
+        await consumer.stop()
