@@ -2,11 +2,11 @@
 endpoint that validates the same IncidentReport model and does no I/O (the ceiling); p99 at a steady rate.
 
 Each server runs under uvicorn in its own process (`python -m bench.intake serve ...`); the load comes from
-one httpx.AsyncClient in the bench process, on the same machine."""
+bench.loadgen (raw keep-alive HTTP/1.1 on asyncio streams: httpx's own CPU cost used to be the ceiling) in the
+bench process, on the same machine."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import os
 import socket
@@ -15,16 +15,17 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench.loadgen import Load, closed_loop, steady_rate
 from common.incident import IncidentReport  # module level: FastAPI resolves the annotation from here
 
 KEY = "osk_bench-key-for-school-a-000000000000000000"
 ROOT = Path(__file__).resolve().parents[1]
+PATH = "/v1/incidents"
 
 
 def available() -> bool:
@@ -111,105 +112,29 @@ def _server(*args: str) -> Iterator[str]:
             proc.wait()
 
 
-@dataclass(frozen=True)
-class Load:
-    accepted_per_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def _pct(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] * 1000
-
-
-async def closed_loop(url: str, concurrency: int, seconds: float, warmup: float = 1.0) -> Load:
-    """`concurrency` clients, each its own httpx.AsyncClient on one keep-alive connection, each posting one
-    report after another; counts what was sent and answered inside the window."""
-    body, headers = _report(), {"X-API-Key": KEY}
-    latencies: list[float] = []
-    errors = [0]
-    loop = asyncio.get_running_loop()
-    start = loop.time() + warmup
-    end = start + seconds
-
-    async def worker() -> None:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-            while (t0 := loop.time()) < end:
-                response = await client.post("/v1/incidents", json=body, headers=headers)
-                t1 = loop.time()
-                if t0 >= start and t1 <= end:
-                    if response.status_code == 202:
-                        latencies.append(t1 - t0)
-                    else:
-                        errors[0] += 1
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    latencies.sort()
-    return Load(len(latencies) / seconds, _pct(latencies, 0.50), _pct(latencies, 0.99), errors[0])
-
-
-async def steady_rate(url: str, rate: float, seconds: float, clients: int = 64) -> Load:
-    """Reports sent on a fixed schedule (open loop), round robin over `clients` single-connection clients;
-    latency counted from each report's scheduled time, so waiting for a busy connection counts."""
-    body, headers = _report(), {"X-API-Key": KEY}
-    latencies: list[float] = []
-    errors = [0]
-    loop = asyncio.get_running_loop()
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    pool = [httpx.AsyncClient(base_url=url, limits=limits, timeout=30) for _ in range(clients)]
-    try:
-
-        async def one(client: httpx.AsyncClient, at: float) -> None:
-            response = await client.post("/v1/incidents", json=body, headers=headers)
-            if response.status_code == 202:
-                latencies.append(loop.time() - at)
-            else:
-                errors[0] += 1
-
-        await asyncio.gather(*(one(c, loop.time()) for c in pool))  # open the connections before the clock
-        latencies.clear()
-        start = loop.time() + 0.1
-        tasks = []
-        for i in range(int(rate * seconds)):
-            at = start + i / rate
-            delay = at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(pool[i % clients], at)))
-        await asyncio.gather(*tasks)
-        elapsed = loop.time() - start
-    finally:
-        await asyncio.gather(*(c.aclose() for c in pool))
-    latencies.sort()
-    return Load(len(latencies) / elapsed, _pct(latencies, 0.50), _pct(latencies, 0.99), errors[0])
-
-
 async def rows(admin_dsn: str, bootstrap: str, concurrency: int = 32, seconds: float = 10.0,
                rate: float = 500.0) -> list[tuple[str, str, str]]:
     import uuid
 
+    body, headers = _report(), {"X-API-Key": KEY}
     with _server("bare") as url:
-        bare = await closed_loop(url, concurrency, seconds)
+        bare = await closed_loop(url, PATH, body, headers, concurrency=concurrency, seconds=seconds, expect=202)
     with _server("intake", admin_dsn, bootstrap, "i" + uuid.uuid4().hex[:8]) as url:
-        real = await closed_loop(url, concurrency, seconds)
-        steady = await steady_rate(url, rate, seconds)
+        real = await closed_loop(url, PATH, body, headers, concurrency=concurrency, seconds=seconds, expect=202)
+        steady = await steady_rate(url, PATH, body, headers, rate=rate, seconds=seconds, expect=202)
 
     def lat(x: Load) -> str:
         return f"p50 {x.p50_ms:.1f} ms, p99 {x.p99_ms:.1f} ms" + (f", {x.errors} errors" if x.errors else "")
 
     c = f"{concurrency} clients"
     return [
-        ("intake", f"bare FastAPI, validate IncidentReport, {c} (ceiling)", f"{bare.accepted_per_s:,.0f} reports/s"),
+        ("intake", f"bare FastAPI, validate IncidentReport, {c} (ceiling)", f"{bare.per_second:,.0f} reports/s"),
         ("intake", f"bare FastAPI latency, {c}", lat(bare)),
-        ("intake", f"POST /v1/incidents accepted (202), {c}", f"{real.accepted_per_s:,.0f} reports/s"),
+        ("intake", f"POST /v1/incidents accepted (202), {c}", f"{real.per_second:,.0f} reports/s"),
         ("intake", f"POST /v1/incidents latency, {c}", lat(real)),
-        ("intake", "intake / ceiling", f"{real.accepted_per_s / bare.accepted_per_s:.0%}"),
+        ("intake", "intake / ceiling", f"{real.per_second / bare.per_second:.0%}"),
         ("intake", f"POST /v1/incidents at a steady {rate:,.0f}/s for {seconds:.0f} s",
-         f"{steady.accepted_per_s:,.0f} accepted/s, " + lat(steady)),
+         f"{steady.per_second:,.0f} accepted/s, " + lat(steady)),
     ]
 
 
