@@ -119,6 +119,22 @@ async def test_events_the_broker_lost_before_they_were_consumed_are_each_process
         await producer.stop()
 
 
+async def test_a_broker_that_lost_nothing_is_not_suspected_after_a_burst_of_batched_publishes(stack, isolation):
+    # Tansu reports a partition's log end as its last batch's base offset + 1, below the true end: the
+    # watch must judge by the records themselves, or every batched burst would look like a loss.
+    producer = _producer(isolation, stack, consumers=("absent",))
+    await producer.start()
+    try:
+        burst = [e for batch in range(40) for e in _one_per_topic(batch)]
+        await _publish(producer, burst)
+        await asyncio.sleep(2.0)  # four watch intervals
+        assert await _end_offsets(stack, isolation) <= len(burst)
+        assert producer.broker_watch.losses_total == 0
+        assert producer.broker_watch.redriven_total == 0
+    finally:
+        await producer.stop()
+
+
 async def test_a_consumer_whose_offsets_vanished_reads_everything_again_and_processes_nothing_twice(stack, isolation):
     # A consumer that never runs ("absent") holds every safe point: all retained events are re-driven.
     producer = _producer(isolation, stack, consumers=("sample", "absent"))

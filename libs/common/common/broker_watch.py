@@ -4,9 +4,10 @@ A broker can forget acknowledged records: the embedded one keeps everything in m
 topic can be deleted and re-created or an unclean leader elected. Every few seconds, each service
 compares what its outbox says it published (the partition and offset of each row) with the broker:
 
-- a topic that vanished, or a partition whose log now ends at or below an offset the broker gave one
-  of our rows, means the broker lost records: every row of that topic after its safe point is marked
-  for publishing again (`common.redrive`), and the relay sends them in their original order;
+- a topic that vanished, or a partition that no longer holds, at the offset the broker gave it, the
+  last of our rows not yet known safe (empty there, or another record), means the broker lost records:
+  every row of that topic after its safe point is marked for publishing again (`common.redrive`), and
+  the relay sends them in their original order;
 - otherwise the topic's safe point moves forward: the highest outbox id up to which every consumer of
   the topic (`common.topics.consumers_of`) has committed an offset past the row. A consumer group that
   has committed nothing holds the safe point where it is, so nothing it has not seen is ever skipped.
@@ -29,7 +30,7 @@ from aiokafka import TopicPartition
 
 from common.aio import sleep_unless_stopped
 from common.db import Connection
-from common.kafka import committed_offsets, log_end_offsets
+from common.kafka import committed_offsets, records_at, topic_partitions
 from common.outbox import try_relay_lock
 from common.redrive import mark_after_safe_points
 from common.topics import TopicNames
@@ -39,12 +40,12 @@ log = structlog.get_logger(__name__)
 BROKER_TIMEOUT_SECONDS = 15.0
 PURGE_EVERY_SECONDS = 3600.0
 
-# Per topic and partition, the highest offset the broker gave a row that is not yet known safe.
-_UNSAFE = (
-    'SELECT o.topic, o.partition, max(o."offset") AS last_offset FROM outbox o '
+# Per topic and partition, the row not yet known safe that the broker gave the highest offset.
+_LAST_UNSAFE = (
+    'SELECT DISTINCT ON (o.topic, o.partition) o.topic, o.partition, o."offset", o.value FROM outbox o '
     "LEFT JOIN outbox_safe_point s ON s.topic = o.topic "
     "WHERE o.published_at IS NOT NULL AND o.partition IS NOT NULL AND o.id > coalesce(s.safe_id, 0) "
-    "GROUP BY o.topic, o.partition"
+    'ORDER BY o.topic, o.partition, o."offset" DESC'
 )
 
 # The safe point stops just before the first row that some consumer has not committed past ($2, per
@@ -95,17 +96,12 @@ class BrokerWatch:
         async with self._pool().acquire() as conn, conn.transaction():
             if not await try_relay_lock(conn, self._schema):  # the relay is publishing: next time
                 return []
-            unsafe: dict[str, dict[int, int]] = {}
-            for r in await conn.fetch(_UNSAFE):
-                unsafe.setdefault(r["topic"], {})[r["partition"]] = r["last_offset"]
-            if not unsafe:
+            last = {
+                (r["topic"], r["partition"]): (r["offset"], bytes(r["value"])) for r in await conn.fetch(_LAST_UNSAFE)
+            }
+            if not last:
                 return []
-            ends = await asyncio.wait_for(
-                log_end_offsets(self._bootstrap, [self._topics.physical(t) for t in unsafe]),
-                BROKER_TIMEOUT_SECONDS,
-            )
-            found = ((t, _lost(t, last, ends.get(self._topics.physical(t)))) for t, last in unsafe.items())
-            losses = [loss for _, loss in found if loss is not None]
+            losses, partitions = await self._compare(last)
             if losses:
                 marked = await mark_after_safe_points(conn, [loss.topic for loss in losses])
                 self.losses_total += len(losses)
@@ -115,8 +111,36 @@ class BrokerWatch:
                     topics={loss.topic: loss.reason for loss in losses},
                 )
                 return losses
-            await self._advance_safe_points(conn, {self._topics.logical(t): sorted(ps) for t, ps in ends.items()})
+            await self._advance_safe_points(conn, partitions)
         return []
+
+    async def _compare(
+        self, last: dict[tuple[str, int], tuple[int, bytes]]
+    ) -> tuple[list[Loss], dict[str, list[int]]]:
+        """Is each row the broker last acknowledged still where it said? Returns the losses, and each
+        surviving topic's partitions."""
+        physical = self._topics.physical
+        partitions = await asyncio.wait_for(
+            topic_partitions(self._bootstrap, {physical(t) for t, _ in last}), BROKER_TIMEOUT_SECONDS
+        )
+        losses: dict[str, Loss] = {}
+        positions: dict[TopicPartition, int] = {}
+        for (topic, partition), (offset, _) in last.items():
+            if physical(topic) not in partitions:
+                losses[topic] = Loss(topic, "the topic is gone")
+            elif partition not in partitions[physical(topic)]:
+                losses[topic] = Loss(topic, f"partition {partition} is gone")
+            else:
+                positions[TopicPartition(physical(topic), partition)] = offset
+        held = await asyncio.wait_for(records_at(self._bootstrap, positions), BROKER_TIMEOUT_SECONDS)
+        for tp, value in sorted(held.items()):
+            topic = self._topics.logical(tp.topic)
+            expected = last[(topic, tp.partition)][1]
+            if topic not in losses and value != expected:
+                where = f"partition {tp.partition} offset {positions[tp]}"
+                losses[topic] = Loss(topic, f"{where} {'holds another record' if value else 'is empty'}")
+        survivors = {self._topics.logical(t): ps for t, ps in partitions.items()}
+        return list(losses.values()), {t: ps for t, ps in survivors.items() if t not in losses}
 
     async def _advance_safe_points(self, conn: Connection, partitions: dict[str, list[int]]) -> None:
         groups_of = {t: sorted(self._topics.physical(g) for g in self._consumer_groups(t)) for t in partitions}
@@ -162,15 +186,3 @@ class BrokerWatch:
             except Exception as exc:  # noqa: BLE001 - a broker or database outage: look again later
                 log.info("outbox.broker_watch_unavailable", error=str(exc) or type(exc).__name__)
             await sleep_unless_stopped(stop, self._interval)
-
-
-def _lost(topic: str, last_offsets: dict[int, int], ends: dict[int, int] | None) -> Loss | None:
-    if ends is None:
-        return Loss(topic, "the topic is gone")
-    for partition, last in sorted(last_offsets.items()):
-        end = ends.get(partition)
-        if end is None:
-            return Loss(topic, f"partition {partition} is gone")
-        if end <= last:
-            return Loss(topic, f"partition {partition} ends at offset {end}, but held offset {last}")
-    return None

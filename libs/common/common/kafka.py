@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError, TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 
 log = structlog.get_logger(__name__)
@@ -44,30 +44,53 @@ async def broker_reachable(bootstrap: str) -> None:
         await admin.close()
 
 
-async def log_end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[str, dict[int, int]]:
-    """Each existing topic's partitions and their log-end offsets; a topic the broker lacks is absent."""
+async def topic_partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, list[int]]:
+    """The partitions of each of `topics` the broker has; a topic it lacks is absent from the answer."""
     wanted = set(topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
     await admin.start()
     try:
         present = wanted & set(await admin.list_topics())
-        # Only topics known to exist are asked about: a metadata request may create a missing one.
+        # Only topics known to exist are described: a metadata request may create a missing one.
         described = await admin.describe_topics(sorted(present)) if present else []
     finally:
         await admin.close()
-    partitions = [
-        TopicPartition(t["topic"], p["partition"]) for t in described if t["error_code"] == 0 for p in t["partitions"]
-    ]
-    ends: dict[str, dict[int, int]] = {t["topic"]: {} for t in described if t["error_code"] == 0}
-    if partitions:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
-        await consumer.start()
-        try:
-            for tp, end in (await consumer.end_offsets(partitions)).items():
-                ends[tp.topic][tp.partition] = end
-        finally:
-            await consumer.stop()
-    return ends
+    return {t["topic"]: sorted(p["partition"] for p in t["partitions"]) for t in described if t["error_code"] == 0}
+
+
+async def records_at(
+    bootstrap: str, positions: Mapping[TopicPartition, int], wait_seconds: float = 3.0
+) -> dict[TopicPartition, bytes | None]:
+    """The value of the record at each (partition, offset), or None where the broker has none there.
+
+    Reading the record itself, rather than comparing log-end offsets, is deliberate: Tansu answers a
+    ListOffsets(latest) with the last batch's base offset + 1, below the true end of the log.
+    """
+    found: dict[TopicPartition, bytes | None] = dict.fromkeys(positions)
+    pending = set(positions)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, auto_offset_reset="none", enable_auto_commit=False,
+        request_timeout_ms=REQUEST_TIMEOUT_MS, max_partition_fetch_bytes=65536,
+    )
+    await consumer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while pending and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            consumer.assign(sorted(pending))
+            for tp in pending:
+                consumer.seek(tp, positions[tp])
+            try:
+                batch = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
+            except OffsetOutOfRangeError as exc:  # the log ends before that offset: nothing there
+                pending -= set(exc.args[0]) if exc.args and isinstance(exc.args[0], dict) else set()
+                continue
+            for tp, records in batch.items():
+                at = [r for r in records if r.offset == positions[tp]]
+                found[tp] = at[0].value if at else None
+                pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return found
 
 
 async def committed_offsets(
