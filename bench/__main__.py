@@ -8,7 +8,7 @@ import platform
 import sys
 from pathlib import Path
 
-from bench import audit, backbone, intake
+from bench import audit, backbone, e2e, intake, notify, triage
 
 # The benchmarks run on the same embedded servers as the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "_lib"))
@@ -16,6 +16,12 @@ from support.stack import start_embedded  # noqa: E402
 
 N = int(os.environ.get("BENCH_EVENTS", "20000"))
 AUDIT_RECORDS = int(os.environ.get("BENCH_AUDIT_RECORDS", "1000000"))
+TRIAGE_REPORTS = int(os.environ.get("BENCH_TRIAGE_REPORTS", "5000"))
+TRIAGE_RATE = float(os.environ.get("BENCH_TRIAGE_RATE", "500"))
+NOTIFY_MESSAGES = int(os.environ.get("BENCH_NOTIFY_MESSAGES", "2000"))
+NOTIFY_RATE = float(os.environ.get("BENCH_NOTIFY_RATE", "100"))
+E2E_RATE = float(os.environ.get("BENCH_E2E_RATE", "100"))
+STEADY_SECONDS = float(os.environ.get("BENCH_STEADY_SECONDS", "10"))  # triage, notify and e2e steady loads
 
 
 def machine() -> str:
@@ -41,14 +47,18 @@ async def main() -> list[tuple[str, str, str]]:
         rows += chain
         if intake.available():
             rows += await intake.rows(stack.admin_dsn, stack.bootstrap)
-        return rows
+        rows += await triage.rows(stack.admin_dsn, stack.bootstrap, TRIAGE_REPORTS, TRIAGE_RATE, STEADY_SECONDS)
+        rows += await notify.rows(stack.admin_dsn, stack.bootstrap, NOTIFY_MESSAGES, NOTIFY_RATE, STEADY_SECONDS)
     finally:
         stack.stop()
+    # `make run`'s own servers, started once the bench's are gone.
+    return rows + await e2e.rows(E2E_RATE, STEADY_SECONDS)
 
 
 if __name__ == "__main__":
     rows = asyncio.run(main())
-    print(f"machine: {machine()}; {N:,} events of ~400 bytes\n")
+    print(f"machine: {machine()}; {N:,} events of ~400 bytes; load average at the end: "
+          f"{Path('/proc/loadavg').read_text().strip()}\n")
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     header = ("area", "measure", "result")
     widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]

@@ -1,0 +1,244 @@
+"""Triage speed: reports triaged/s and the delay from `incidents.reported` to `notifications.requested`.
+
+The real triage service (`TriageRuntime`: its consumer with inbox, classification, escalation plan, state in
+PostgreSQL, outbox relay, timer loop) runs in the bench process on the embedded servers. Reports shaped as
+intake publishes them (four classes round robin: illegal, youth-produced imagery, inappropriate, security) are
+produced with aiokafka; a reader on the output topics notes when each incident's `incidents.triaged` and first
+`notifications.requested` arrive. An incident counts as triaged when both have arrived.
+
+The ceiling is the same pipeline with a bare handler (a `Runtime` whose `incidents.reported` handler only
+enqueues one `notifications.requested`): broker -> consumer + inbox -> outbox -> relay -> broker -> reader,
+in the same run, so triage's own cost is what the two differ by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from common.db import Connection
+from common.events import CloudEvent, new_event
+from common.outbox import enqueue
+from common.runtime import Runtime, ServiceSpec
+from common.settings import ServiceSettings
+from common.topics import EventType, Topic
+
+_EVIDENCE = {"device": "school laptop asset 4471", "location": "locked cupboard", "isolated_from_network": True}
+REPORTS: tuple[dict[str, Any], ...] = (
+    {"category": "child_sexual_abuse_imagery", "risk_area": "content", "subjects": [{"kind": "unknown"}],
+     "where": "ICT suite", "description": "Indecent images of children found on a shared laptop during a check."},
+    {"category": "youth_produced_sexual_imagery", "risk_area": "conduct", "where": "Year 9 group chat",
+     "subjects": [{"kind": "pupil", "identifier": "UPN-B456", "age": 14}],
+     "description": "A pupil says an image of them is being shared in a group chat. Not viewed by staff."},
+    {"category": "inappropriate_access_accidental", "risk_area": "content", "where": "ICT suite",
+     "subjects": [{"kind": "pupil", "identifier": "UPN-A123", "year_group": "Year 6"}],
+     "description": "Pupil opened a gambling site by mistake and told the teacher at once."},
+    {"category": "lost_or_stolen_equipment", "risk_area": "commerce", "where": "staff car park",
+     "subjects": [{"kind": "staff"}], "description": "An unencrypted school laptop was stolen from a car."},
+)
+
+
+def report(i: int, school_id: str = "school-a") -> dict[str, Any]:
+    body = copy.deepcopy(REPORTS[i % len(REPORTS)])
+    return {"school_id": school_id, "reporter": {"role": "class teacher"}, "occurred_at": "2026-11-23T09:30:00Z",
+            "evidence": dict(_EVIDENCE), **body}
+
+
+def reported(i: int) -> CloudEvent:
+    incident_id = str(uuid.uuid4())
+    return new_event(
+        EventType.INCIDENT_REPORTED, source="bench", subject=incident_id, schoolid="school-a",
+        data={"incident_id": incident_id, "reference": f"OSI-{i:05d}"[-9:], "integration_id": "bench",
+              "report": report(i)},
+    )
+
+
+@dataclass(frozen=True)
+class Figures:
+    per_s: float
+    p50_ms: float
+    p99_ms: float
+    count: int
+
+    def latency(self) -> str:
+        return f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms"
+
+
+def pct(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] * 1000
+
+
+class Outputs:
+    """Reads the output topics from the start; notes, per incident (the record key), when each arrived."""
+
+    def __init__(self, bootstrap: str, topics: list[str], required: int) -> None:
+        self._consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                          metadata_max_age_ms=1000, enable_auto_commit=False)
+        self._required = required  # how many of the topics an incident must appear on
+        self._seen: dict[bytes, set[str]] = {}
+        self.first: dict[bytes, float] = {}  # first record on the last topic in `topics`
+        self.done: dict[bytes, float] = {}
+        self._last_topic = topics[-1]
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Event]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._read())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self._consumer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=2000)
+            now = time.perf_counter()
+            for tp, records in batch.items():
+                for r in records:
+                    key = r.key or b""
+                    if tp.topic == self._last_topic:
+                        self.first.setdefault(key, now)
+                    topics = self._seen.setdefault(key, set())
+                    topics.add(tp.topic)
+                    if len(topics) >= self._required:
+                        self.done.setdefault(key, now)
+            for check, event in self._waiters:
+                if check():
+                    event.set()
+
+    async def wait(self, keys: list[bytes], timeout: float) -> None:
+        event = asyncio.Event()
+
+        def check() -> bool:
+            return all(k in self.done for k in keys)
+
+        self._waiters.append((check, event))
+        if check():
+            return
+        await asyncio.wait_for(event.wait(), timeout)
+
+
+async def _warm(producer: AIOKafkaProducer, topic: str, outputs: Outputs, make: Callable[[int], CloudEvent]) -> None:
+    """One report through before any clock starts: every consumer has joined its group and has its metadata."""
+    event = make(10**6)
+    await producer.send_and_wait(topic, event.to_bytes(), key=event.key)
+    await outputs.wait([event.key or b""], timeout=120)
+
+
+async def burst(producer: AIOKafkaProducer, topic: str, outputs: Outputs, events: list[CloudEvent]) -> Figures:
+    """All events produced as fast as the producer takes them; rate = events / (last done - first sent)."""
+    sent: dict[bytes, float] = {}
+    start = time.perf_counter()
+    for e in events:
+        sent[e.key or b""] = time.perf_counter()
+        await producer.send(topic, e.to_bytes(), key=e.key)
+    await producer.flush()
+    await outputs.wait(list(sent), timeout=600)
+    end = max(outputs.done[k] for k in sent)
+    lat = sorted(outputs.first[k] - t for k, t in sent.items())
+    return Figures(len(events) / (end - start), pct(lat, 0.5), pct(lat, 0.99), len(events))
+
+
+async def steady(producer: AIOKafkaProducer, topic: str, outputs: Outputs, events: list[CloudEvent],
+                 rate: float) -> Figures:
+    """Events produced on a fixed schedule (open loop); latency from each event's scheduled time."""
+    scheduled: dict[bytes, float] = {}
+    start = time.perf_counter() + 0.05
+    for i, e in enumerate(events):
+        at = start + i / rate
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        scheduled[e.key or b""] = at
+        await producer.send(topic, e.to_bytes(), key=e.key)
+    await producer.flush()
+    await outputs.wait(list(scheduled), timeout=600)
+    end = max(outputs.done[k] for k in scheduled)
+    lat = sorted(outputs.first[k] - t for k, t in scheduled.items())
+    return Figures(len(events) / (end - start), pct(lat, 0.5), pct(lat, 0.99), len(events))
+
+
+Measure = Callable[[AIOKafkaProducer, str, Outputs], Awaitable[Figures]]
+
+
+async def run_pipeline(bootstrap: str, prefix: str, runtime: Runtime, outputs: list[str], required: int,
+                       measures: list[Measure]) -> list[Figures]:
+    """Start `runtime`, warm the path, then run each measure against it."""
+    await runtime.start()
+    reader = Outputs(bootstrap, [prefix + t for t in outputs], required)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    await producer.start()
+    try:
+        await reader.start()
+        topic = prefix + Topic.INCIDENTS_REPORTED.value
+        await _warm(producer, topic, reader, reported)
+        return [await m(producer, topic, reader) for m in measures]
+    finally:
+        await producer.stop()
+        await reader.stop()
+        await runtime.stop()
+
+
+def _settings(cls: type[ServiceSettings], admin_dsn: str, bootstrap: str, name: str, **extra: Any) -> Any:
+    return cls(db_schema=f"{name}_svc", database_url=admin_dsn,
+               kafka_bootstrap_servers=bootstrap, topic_prefix=f"{name}.", outbox_poll_seconds=1.0, **extra)
+
+
+async def _bare_handler(event: CloudEvent, conn: Connection) -> None:
+    incident_id = event.subject
+    await enqueue(conn, [new_event(EventType.NOTIFICATION_REQUESTED, source="bench", subject=incident_id,
+                                   schoolid=event.schoolid, data={"incident_id": incident_id}, caused_by=event)])
+
+
+def _measures(n: int, rate: float, seconds: float) -> list[Measure]:
+    async def run_burst(p: AIOKafkaProducer, topic: str, o: Outputs) -> Figures:
+        return await burst(p, topic, o, [reported(i) for i in range(n)])
+
+    async def run_steady(p: AIOKafkaProducer, topic: str, o: Outputs) -> Figures:
+        return await steady(p, topic, o, [reported(i) for i in range(int(rate * seconds))], rate)
+
+    return [run_burst, run_steady]
+
+
+async def bare(admin_dsn: str, bootstrap: str, n: int, rate: float, seconds: float) -> list[Figures]:
+    name = "tb" + uuid.uuid4().hex[:8]
+    runtime = Runtime(ServiceSpec(_settings(ServiceSettings, admin_dsn, bootstrap, name, service_name="bench"), [],
+                                  handlers={Topic.INCIDENTS_REPORTED.value: _bare_handler}))
+    return await run_pipeline(bootstrap, f"{name}.", runtime, [Topic.NOTIFICATIONS_REQUESTED.value], 1,
+                              _measures(n, rate, seconds))
+
+
+async def triage(admin_dsn: str, bootstrap: str, n: int, rate: float, seconds: float) -> list[Figures]:
+    from triage.config import TriageSettings
+    from triage.main import TriageRuntime
+
+    name = "tt" + uuid.uuid4().hex[:8]
+    runtime = TriageRuntime(_settings(TriageSettings, admin_dsn, bootstrap, name))
+    outputs = [Topic.INCIDENTS_TRIAGED.value, Topic.NOTIFICATIONS_REQUESTED.value]
+    return await run_pipeline(bootstrap, f"{name}.", runtime, outputs, 2, _measures(n, rate, seconds))
+
+
+async def rows(admin_dsn: str, bootstrap: str, n: int = 5000, rate: float = 500.0,
+               seconds: float = 10.0) -> list[tuple[str, str, str]]:
+    ceiling_burst, ceiling_steady = await bare(admin_dsn, bootstrap, n, rate, seconds)
+    real_burst, real_steady = await triage(admin_dsn, bootstrap, n, rate, seconds)
+    steady_label = f"at a steady {rate:,.0f}/s for {seconds:.0f} s"
+    return [
+        ("triage", f"bare handler, reported -> requested, {n:,} at once (ceiling)",
+         f"{ceiling_burst.per_s:,.0f} events/s"),
+        ("triage", f"reports triaged (triaged + requested out), {n:,} at once", f"{real_burst.per_s:,.0f} reports/s"),
+        ("triage", "triage / ceiling", f"{real_burst.per_s / ceiling_burst.per_s:.0%}"),
+        ("triage", f"bare handler, reported -> requested, {steady_label} (ceiling)", ceiling_steady.latency()),
+        ("triage", f"reported -> notifications.requested, {steady_label}", real_steady.latency()),
+    ]
