@@ -52,6 +52,18 @@ class _Facts:
     staff_roles: frozenset[str]
     youngest_age: int | None
     special_educational_needs: bool
+    _searched: dict[re.Pattern[str], bool] = field(default_factory=dict, compare=False)
+
+    def says_any(self, patterns: tuple[re.Pattern[str], ...]) -> bool:
+        """Whether the description matches any of `patterns`; each pattern is searched once per report,
+        however many passes the rules take."""
+        for p in patterns:
+            found = self._searched.get(p)
+            if found is None:
+                found = self._searched[p] = p.search(self.report.description) is not None
+            if found:
+                return True
+        return False
 
 
 @dataclass
@@ -133,21 +145,30 @@ def _oldest_possible_age(subject: Subject, on: datetime) -> int | None:
 
 
 def _holds(when: Conditions, facts: _Facts, verdict: _Verdict) -> bool:
+    """Every condition of `when` holds. The first that fails ends it, and the text patterns (most of the
+    cost) come last, so they are searched only for rules whose other conditions all hold."""
     report = facts.report
-    checks = (
-        not when.categories or report.category in when.categories,
-        report.category not in when.not_categories,
-        not when.classes or verdict.incident_class in when.classes,
-        not when.subject_kinds or bool(facts.subject_kinds.intersection(when.subject_kinds)),
-        not when.subject_staff_roles or bool(facts.staff_roles.intersection(when.subject_staff_roles)),
-        when.subject_younger_than is None
-        or (facts.youngest_age is not None and facts.youngest_age < when.subject_younger_than),
-        not when.subject_has_special_educational_needs or facts.special_educational_needs,
-        not when.child_at_immediate_risk or verdict.child_at_immediate_risk,
-        not when.patterns or any(p.search(report.description) for p in when.patterns),
-        not when.with_patterns or any(p.search(report.description) for p in when.with_patterns),
-    )
-    return all(checks)
+    if when.categories and report.category not in when.categories:
+        return False
+    if report.category in when.not_categories:
+        return False
+    if when.classes and verdict.incident_class not in when.classes:
+        return False
+    if when.subject_kinds and not facts.subject_kinds.intersection(when.subject_kinds):
+        return False
+    if when.subject_staff_roles and not facts.staff_roles.intersection(when.subject_staff_roles):
+        return False
+    if when.subject_younger_than is not None and (
+        facts.youngest_age is None or facts.youngest_age >= when.subject_younger_than
+    ):
+        return False
+    if when.subject_has_special_educational_needs and not facts.special_educational_needs:
+        return False
+    if when.child_at_immediate_risk and not verdict.child_at_immediate_risk:
+        return False
+    if when.patterns and not facts.says_any(when.patterns):
+        return False
+    return not when.with_patterns or facts.says_any(when.with_patterns)
 
 
 def _apply(rule: Rule, verdict: _Verdict) -> None:
