@@ -4,7 +4,7 @@ transaction (inbox + outbox), so an event handled twice has one effect."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import structlog
@@ -19,6 +19,7 @@ from common.contracts import (
     IncidentReported,
     NotificationFailed,
     Recipient,
+    Reminder,
 )
 from common.db import Connection
 from common.events import CloudEvent
@@ -75,11 +76,12 @@ class TriageHandlers:
         now = self.clock()
         classification = classify(report)
         plan = plan_escalation(report, classification, policy, now)
-        inserted = await conn.fetchval(
+        # RETURNING gives the new row's state, locked by the insert itself: no second look-up.
+        inserted = await conn.fetchrow(
             "INSERT INTO incidents (id, reference, school_id, correlation_id, incident_class, urgency, risk_area, "
             "policy_version, chain, context, level, repeat, next_due_at, triaged_at, updated_at) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, $14) "
-            "ON CONFLICT (id) DO NOTHING RETURNING id",
+            "ON CONFLICT (id) DO NOTHING RETURNING generation, status, exhausted",
             reported.incident_id, reported.reference, report.school_id, event.correlationid,
             classification.incident_class.value, classification.urgency.value, classification.risk_area.value,
             plan.chain.policy_version, plan.chain.model_dump_json(), plan.context.model_dump_json(),
@@ -88,26 +90,42 @@ class TriageHandlers:
         if inserted is None:
             log.info("triage.report_already_triaged", incident_id=reported.incident_id)
             return
-        for reminder in plan.reminders:
-            owner = _recipient(policy, reminder.owner_role)
-            period = next_at = None
-            if reminder.due_at is not None and owner is not None and reminder.code in CLOSABLE:
-                next_at = max(reminder.due_at, now + self.reminder_min_period)
-                period = max(reminder.due_at - now, self.reminder_min_period)
-            await conn.execute(
-                "INSERT INTO reminders (incident_id, code, text, owner_role, owner, due_at, period_seconds, "
-                "next_notify_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8) ON CONFLICT DO NOTHING",
-                reported.incident_id, reminder.code, reminder.text, reminder.owner_role,
-                owner.model_dump_json() if owner else None, reminder.due_at,
-                period.total_seconds() if period else None, next_at,
-            )
-        incident = await lock_incident(conn, reported.incident_id)
-        assert incident is not None
+        await self._store_reminders(conn, reported.incident_id, plan.reminders, policy, now)
+        incident = IncidentState(
+            id=reported.incident_id, reference=reported.reference, school_id=report.school_id,
+            correlation_id=event.correlationid, chain=plan.chain, context=plan.context,
+            generation=inserted["generation"], status=inserted["status"], cursor=plan.cursor,
+            exhausted=inserted["exhausted"],
+        )
         triaged = plan.triaged(incident_id=reported.incident_id, reference=reported.reference)
         events = [_caused(event, incident, "triaged", triaged.model_dump(mode="json"), now)]
         events += await request_notices(conn, incident, plan.first_notices, repeat=0, now=now, caused_by=event)
         await enqueue(conn, events)
         await self._apply_early_signals(conn, reported.incident_id)
+
+    async def _store_reminders(
+        self, conn: Connection, incident_id: str, reminders: Sequence[Reminder], policy: SchoolPolicy, now: datetime
+    ) -> None:
+        """All of a new incident's reminders in one statement; a closable one with an owner gets its re-notice
+        schedule."""
+        rows = []
+        for reminder in reminders:
+            owner = _recipient(policy, reminder.owner_role)
+            period = next_at = None
+            if reminder.due_at is not None and owner is not None and reminder.code in CLOSABLE:
+                next_at = max(reminder.due_at, now + self.reminder_min_period)
+                period = max(reminder.due_at - now, self.reminder_min_period)
+            rows.append((reminder.code, reminder.text, reminder.owner_role,
+                         owner.model_dump_json() if owner else None, reminder.due_at,
+                         period.total_seconds() if period else None, next_at))
+        if not rows:
+            return
+        await conn.execute(
+            "INSERT INTO reminders (incident_id, code, text, owner_role, owner, due_at, period_seconds, "
+            "next_notify_at) SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[], "
+            "$6::timestamptz[], $7::float8[], $8::timestamptz[]) ON CONFLICT DO NOTHING",
+            incident_id, *(list(column) for column in zip(*rows, strict=True)),
+        )
 
     async def _apply_early_signals(self, conn: Connection, incident_id: str) -> None:
         rows = await conn.fetch(

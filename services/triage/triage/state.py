@@ -99,8 +99,8 @@ async def request_notices(
     kind: str = "escalation",
     ids: Sequence[str] | None = None,
 ) -> list[CloudEvent]:
-    """Record and build one `notifications.requested` per draft, carrying the incident's generation."""
-    events = []
+    """Record (one statement) and build one `notifications.requested` per draft, carrying the generation."""
+    events, rows = [], []
     for index, draft in enumerate(drafts):
         role = draft.recipient.role
         nid = ids[index] if ids is not None else notification_id(
@@ -109,13 +109,17 @@ async def request_notices(
         request = draft.to_request(
             notification_id=nid, incident_id=incident.id, reference=incident.reference, generation=incident.generation
         )
-        await conn.execute(
-            "INSERT INTO notifications (notification_id, incident_id, kind, level, repeat, role, generation, "
-            "requested_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (notification_id) DO NOTHING",
-            nid, incident.id, kind, draft.level, repeat, role, incident.generation, now,
-        )
+        rows.append((nid, draft.level, role))
         events.append(
             event_for(incident, EventType.NOTIFICATION_REQUESTED, request.model_dump(mode="json"), nid, now, caused_by)
+        )
+    if rows:
+        await conn.execute(
+            "INSERT INTO notifications (notification_id, incident_id, kind, level, repeat, role, generation, "
+            "requested_at) SELECT n, $2, $3, l, $4, r, $5, $6 FROM unnest($1::text[], $7::int[], $8::text[]) "
+            "AS u(n, l, r) ON CONFLICT (notification_id) DO NOTHING",
+            [r[0] for r in rows], incident.id, kind, repeat, incident.generation, now,
+            [r[1] for r in rows], [r[2] for r in rows],
         )
     return events
 
