@@ -269,6 +269,10 @@ def build(env: Mapping[str, str] | None = None) -> Stack:
         "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL") or f"http://{LOOPBACK}:{port('intake', env)}",
         "LOG_FORMAT": env.get("LOG_FORMAT", "console"),
         "HTTP_HOST": LOOPBACK,
+        # audit's signing key and its checkpoints kept outside the database belong to this stack's var dir:
+        # another stack's checkpoint would not verify against this stack's log
+        "SIGNING_KEY_FILE": env.get("SIGNING_KEY_FILE") or str(var / "audit" / "signing-key.pem"),
+        "CHECKPOINT_DIR": env.get("CHECKPOINT_DIR") or str(var / "audit" / "checkpoints"),
     }
     components += _services(services, service_env, servers, ports)
     notes += [f"{name}: port {port(name, env)} reserved" for name in RESERVED]
