@@ -5,13 +5,14 @@ so a redelivered event has no second effect. Offsets are committed only after th
 If a handler fails, the batch is rolled back and re-run one event at a time to find the poison
 message, which goes to `<topic>.dlq` (through the outbox, so that too is exactly-once) with its
 error; the runner carries on. Database or broker outages are waited out, never dead-lettered.
+A `BatchedRawHandler` gets a batch's fresh deliveries in one call (in the same transaction).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -32,6 +33,7 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[CloudEvent, Connection], Awaitable[None]]
 # A raw handler sees every record as it came, malformed or not (the audit log keeps dead letters too).
 RawHandler = Callable[["Delivery", Connection], Awaitable[None]]
+RawBatchHandler = Callable[[Sequence["Delivery"], Connection], Awaitable[None]]
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -63,6 +65,17 @@ class Delivery:
             "malformed:" + hashlib.sha256(self.record.value or b"").hexdigest()
         )
         return f"{self.topic}:{base}" if self.topic.endswith(DLQ_SUFFIX) else base
+
+
+@dataclass(frozen=True)
+class BatchedRawHandler:
+    """A raw handler that takes all the fresh deliveries of a partition batch at once, in order, inside the
+    batch's transaction (so it can write them with one statement); alone, it is called with one delivery."""
+
+    handle_batch: RawBatchHandler
+
+    async def __call__(self, d: Delivery, conn: Connection) -> None:
+        await self.handle_batch([d], conn)
 
 
 class ConsumerRunner:
@@ -164,10 +177,17 @@ class ConsumerRunner:
             async with self._pool.acquire() as conn, conn.transaction():
                 fresh = await self._claim(conn, deliveries)
                 claimed = len(fresh)
+                batched: dict[int, tuple[BatchedRawHandler, list[Delivery]]] = {}
                 for d in deliveries:
                     if d.event_id in fresh:
                         fresh.discard(d.event_id)  # a repeat within the same batch is not fresh
-                        await self._dispatch(d, conn)
+                        raw = self._raw_handlers.get(d.topic)
+                        if isinstance(raw, BatchedRawHandler):
+                            batched.setdefault(id(raw), (raw, []))[1].append(d)
+                        else:
+                            await self._dispatch(d, conn)
+                for batch_handler, ds in batched.values():
+                    await batch_handler.handle_batch(ds, conn)
             self.processed_total += claimed
         except TRANSIENT_ERRORS:
             raise
@@ -233,4 +253,4 @@ class ConsumerRunner:
         self.dead_lettered_total += 1
 
 
-__all__ = ["ConsumerRunner", "Delivery", "Handler", "RawHandler"]
+__all__ = ["BatchedRawHandler", "ConsumerRunner", "Delivery", "Handler", "RawBatchHandler", "RawHandler"]
