@@ -14,7 +14,17 @@ $(STAMP): pyproject.toml requirements/binaries.txt
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The web app's static assets (GOV.UK Frontend) and the browser tests' axe-core, pinned by package-lock.json.
+WEB_ASSETS := services/web/node_modules/.package-lock.json
+$(WEB_ASSETS): services/web/package.json services/web/package-lock.json
+	cd services/web && npm ci --no-audit --no-fund
+
+# Headless Chromium for the browser tests (tests/web): Debian's package; Playwright's own download cannot work here.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update && apt-get install -y --no-install-recommends chromium
+
+install: $(STAMP) $(WEB_ASSETS)
 
 run: install
 	$(PY) -m devstack run
@@ -25,7 +35,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy libs/common services infra bench
 
-pytest: install
+pytest: install $(CHROMIUM)
 	$(VENV)/bin/pytest
 
 test: lint typecheck pytest
