@@ -1,5 +1,6 @@
 """Appending to the evidence log: every record of every topic (dead letters and malformed ones too),
-once, in order of arrival per school, under a per-school advisory lock."""
+once, in order of arrival per school, under a per-school advisory lock; a consumer batch is chained in
+Python from the current heads and written with one INSERT."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import base64
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.chain import AuditRecord, ChainHead, canonical_event_bytes, canonical_json, next_record
+from audit.chain import AuditRecord, ChainHead, canonical_json, next_record
 from audit.projection import apply, incident_id_of
-from common.consumer import Delivery, RawHandler
+from common.consumer import BatchedRawHandler, Delivery, RawHandler
 from common.db import Connection
 from common.topics import DLQ_SUFFIX, all_topic_names
 
@@ -33,12 +35,82 @@ def row_to_record(row: Mapping[str, Any]) -> AuditRecord:
 
 
 async def chain_head(conn: Connection, school_id: str) -> ChainHead:
-    row = await conn.fetchrow(
-        "SELECT seq, hash FROM audit_records WHERE school_id = $1 ORDER BY seq DESC LIMIT 1", school_id
+    return (await chain_heads(conn, [school_id]))[school_id]
+
+
+async def chain_heads(conn: Connection, school_ids: Sequence[str]) -> dict[str, ChainHead]:
+    """Each school's head (genesis for an empty chain), one index probe per school in one round trip."""
+    rows = await conn.fetch(
+        "SELECT s.school_id, h.seq, h.hash FROM unnest($1::text[]) AS s(school_id) LEFT JOIN LATERAL "
+        "(SELECT seq, hash FROM audit_records r WHERE r.school_id = s.school_id ORDER BY seq DESC LIMIT 1) h ON true",
+        list(school_ids),
     )
-    if row is None:
-        return ChainHead.genesis(school_id)
-    return ChainHead(school_id, row["seq"], bytes(row["hash"]))
+    return {
+        r["school_id"]: ChainHead.genesis(r["school_id"]) if r["seq"] is None
+        else ChainHead(r["school_id"], r["seq"], bytes(r["hash"]))
+        for r in rows
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What one event puts in the log, before it is chained."""
+
+    school_id: str
+    event_id: str
+    topic: str
+    event: bytes  # canonical bytes
+
+
+async def append_many(
+    conn: Connection, entries: Sequence[Entry], *, recorded_at: datetime | None = None
+) -> list[AuditRecord]:
+    """Append entries in the order given (inside the caller's transaction) and return the new records.
+
+    An event id already in the log, or repeated in `entries`, is stored once. Each school's advisory lock
+    is held to the end of the transaction, so a second appender (another audit process) waits and then
+    builds on the head this one commits: chains never fork, and the (school_id, seq) key would refuse a
+    fork anyway. Locks are taken in one order so that two appenders never wait on each other in a cycle."""
+    unique: dict[str, Entry] = {}
+    for e in entries:
+        unique.setdefault(e.event_id, e)
+    if not unique:
+        return []
+    schools = sorted({e.school_id for e in unique.values()})
+    # Its own statement: the head and duplicate reads below must see what the last lock holder committed.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM "
+        "(SELECT DISTINCT hashtext('audit:' || s) AS k FROM unnest($1::text[]) AS s) AS keys ORDER BY k",
+        schools,
+    )
+    stored = {r["event_id"] for r in await conn.fetch(
+        "SELECT event_id FROM audit_records WHERE event_id = ANY($1::text[])", list(unique)
+    )}
+    heads = await chain_heads(conn, schools)
+    at = recorded_at or datetime.now(UTC)
+    records: list[AuditRecord] = []
+    for e in unique.values():
+        if e.event_id in stored:
+            continue
+        record = next_record(heads[e.school_id], event_id=e.event_id, topic=e.topic, event=e.event, recorded_at=at)
+        heads[e.school_id] = record.head
+        records.append(record)
+    if records:
+        await _insert(conn, records)
+    return records
+
+
+async def _insert(conn: Connection, records: Sequence[AuditRecord]) -> None:
+    """One INSERT for all records; `pos` (order of arrival) is given in list order."""
+    await conn.execute(
+        f"INSERT INTO audit_records ({_COLUMNS}) "  # noqa: S608
+        "SELECT s, q, e, t, ev, r, p, h FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], "
+        "$5::bytea[], $6::timestamptz[], $7::bytea[], $8::bytea[]) WITH ORDINALITY AS u(s, q, e, t, ev, r, p, h, i) "
+        "ORDER BY i",
+        [r.school_id for r in records], [r.seq for r in records], [r.event_id for r in records],
+        [r.topic for r in records], [r.event for r in records], [r.recorded_at for r in records],
+        [r.prev_hash for r in records], [r.hash for r in records],
+    )
 
 
 async def append(
@@ -46,19 +118,8 @@ async def append(
     recorded_at: datetime | None = None,
 ) -> AuditRecord | None:
     """Append one record (inside the caller's transaction); None if this event id is already in the log."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('audit:' || $1::text))", school_id)
-    if await conn.fetchval("SELECT 1 FROM audit_records WHERE event_id = $1", event_id):
-        return None
-    head = await chain_head(conn, school_id)
-    record = next_record(
-        head, event_id=event_id, topic=topic, event=event, recorded_at=recorded_at or datetime.now(UTC)
-    )
-    await conn.execute(
-        f"INSERT INTO audit_records ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",  # noqa: S608
-        record.school_id, record.seq, record.event_id, record.topic, record.event, record.recorded_at,
-        record.prev_hash, record.hash,
-    )
-    return record
+    records = await append_many(conn, [Entry(school_id, event_id, topic, event)], recorded_at=recorded_at)
+    return records[0] if records else None
 
 
 def _headers(d: Delivery) -> dict[str, str]:
@@ -80,9 +141,16 @@ def delivery_entry(d: Delivery) -> tuple[str, str, bytes]:
     An event as published is stored as its own canonical bytes. A dead letter, or a value that is not
     a valid CloudEvent, is stored inside an envelope that keeps the raw value (base64), the reason and
     where it came from, so that nothing the broker carried is lost from the evidence."""
+    school, event_id, event, _ = _entry(d)
+    return school, event_id, event
+
+
+def _entry(d: Delivery) -> tuple[str, str, bytes, dict[str, Any] | None]:
+    """delivery_entry, plus the event as a JSON object when it feeds the live projection."""
     dead_letter = d.topic.endswith(DLQ_SUFFIX)
     if d.event is not None and not dead_letter:
-        return d.event.schoolid, d.event.id, canonical_event_bytes(d.event)
+        obj = d.event.model_dump(mode="json")
+        return d.event.schoolid, d.event.id, canonical_json(obj), obj
     envelope: dict[str, Any] = {
         "kind": "dead_letter" if dead_letter else "malformed",
         "error": d.error,
@@ -93,35 +161,67 @@ def delivery_entry(d: Delivery) -> tuple[str, str, bytes]:
         "value_b64": None if d.event is not None else base64.b64encode(d.record.value or b"").decode(),
     }
     school = d.event.schoolid if d.event is not None else _claimed_school(d.record.value)
-    return school, d.event_id, canonical_json(envelope)
+    return school, d.event_id, canonical_json(envelope), None
 
 
-async def store_delivery(d: Delivery, conn: Connection) -> None:
-    school, event_id, event = delivery_entry(d)
-    record = await append(conn, school, event_id=event_id, topic=d.topic, event=event)
-    if record is not None and d.event is not None and not d.topic.endswith(DLQ_SUFFIX):
-        await update_projection(conn, record)
+async def store_deliveries(deliveries: Sequence[Delivery], conn: Connection) -> None:
+    """A consumer batch into the log (one lock per school, one INSERT), then the live projection."""
+    projected: dict[str, dict[str, Any]] = {}
+    entries: list[Entry] = []
+    for d in deliveries:
+        school, event_id, event, obj = _entry(d)
+        entries.append(Entry(school, event_id, d.topic, event))
+        if obj is not None:
+            projected.setdefault(event_id, obj)
+    records = await append_many(conn, entries)
+    await update_projections(conn, [(r, projected[r.event_id]) for r in records if r.event_id in projected])
 
 
 async def update_projection(conn: Connection, record: AuditRecord) -> None:
-    event = json.loads(record.event)
-    incident = incident_id_of(event)
-    if incident is None:
+    await update_projections(conn, [(record, json.loads(record.event))])
+
+
+async def update_projections(conn: Connection, records: Sequence[tuple[AuditRecord, dict[str, Any]]]) -> None:
+    """Fold the records (in order; each with its event as a JSON object) into their incidents' live state:
+    one read and one upsert in all."""
+    folded: list[tuple[str, AuditRecord, dict[str, Any]]] = []
+    for record, event in records:
+        incident = incident_id_of(event)
+        if incident is not None:
+            folded.append((incident, record, event))
+    if not folded:
         return
-    row = await conn.fetchrow("SELECT state FROM incident_projection WHERE incident_id = $1 FOR UPDATE", incident)
-    state = apply(json.loads(row["state"]) if row else None, event)
-    if state is None:
-        return
+    rows = await conn.fetch(
+        "SELECT incident_id, school_id, state FROM incident_projection WHERE incident_id = ANY($1::text[]) "
+        "ORDER BY incident_id FOR UPDATE",
+        sorted({incident for incident, _, _ in folded}),
+    )
+    # incident -> (school the row was created with, state, last seq)
+    states: dict[str, tuple[str, dict[str, Any] | None, int]] = {
+        r["incident_id"]: (r["school_id"], json.loads(r["state"]), 0) for r in rows
+    }
+    changed: set[str] = set()
+    for incident, record, event in folded:
+        school, state, _ = states.get(incident, (record.school_id, None, 0))
+        state = apply(state, event)
+        if state is None:
+            continue
+        states[incident] = (school, state, record.seq)
+        changed.add(incident)
+    upserts = [(i, *states[i]) for i in sorted(changed)]
     await conn.execute(
-        "INSERT INTO incident_projection (incident_id, school_id, state, last_seq) VALUES ($1, $2, $3::jsonb, $4) "
+        "INSERT INTO incident_projection (incident_id, school_id, state, last_seq) "
+        "SELECT i, s, st::jsonb, q FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(i, s, st, q) "
         "ON CONFLICT (incident_id) DO UPDATE SET state = EXCLUDED.state, last_seq = EXCLUDED.last_seq",
-        incident, record.school_id, json.dumps(state), record.seq,
+        [u[0] for u in upserts], [u[1] for u in upserts], [json.dumps(u[2]) for u in upserts],
+        [u[3] for u in upserts],
     )
 
 
 def raw_handlers() -> dict[str, RawHandler]:
-    """Every topic of the product, dead-letter topics included."""
-    return {name: store_delivery for name in all_topic_names()}
+    """Every topic of the product, dead-letter topics included; each batch is stored at once."""
+    handler = BatchedRawHandler(store_deliveries)
+    return {name: handler for name in all_topic_names()}
 
 
 async def record_read(
