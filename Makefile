@@ -43,5 +43,10 @@ test: lint typecheck pytest
 bench: install
 	$(PY) -m bench
 
+# The whole stack under load while its parts are killed (SIGKILL), then checked; CHAOS_ARGS passes options,
+# e.g. `make chaos CHAOS_ARGS="--duration 600 --kills 24 --seed 7"` (`python -m chaos --help` lists them).
+chaos: install
+	$(PY) -m chaos $(CHAOS_ARGS)
+
 clean:
 	rm -rf $(VENV) var
