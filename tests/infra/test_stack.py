@@ -41,20 +41,22 @@ def test_with_external_servers_only_the_services_run_and_each_gets_its_settings(
     env = _env(tmp_path, **EXTERNAL)
     built = stack.build(env)
 
-    assert [c.name for c in built.components] == ["intake", "triage", "notify", "audit"]
+    assert [c.name for c in built.components] == ["intake", "triage", "notify", "audit", "web"]
     by_name = {c.name: c for c in built.components}
-    intake_port = env["DEVSTACK_INTAKE_PORT"]
+    web_port = env["DEVSTACK_WEB_PORT"]
     for name, component in by_name.items():
         assert component.argv[1:] == ("-m", name)
         assert component.env["HTTP_PORT"] == env[f"DEVSTACK_{name.upper()}_PORT"]
         assert component.env["DATABASE_URL"] == EXTERNAL["DATABASE_URL"]
         assert component.env["KAFKA_BOOTSTRAP_SERVERS"] == EXTERNAL["KAFKA_BOOTSTRAP_SERVERS"]
         assert component.env["LOG_FORMAT"] == "console"
-        assert component.env["PUBLIC_BASE_URL"] == f"http://127.0.0.1:{intake_port}"
+        assert component.env["PUBLIC_BASE_URL"] == f"http://127.0.0.1:{web_port}"
+        assert component.env["INTAKE_URL"] == f"http://127.0.0.1:{env['DEVSTACK_INTAKE_PORT']}"
         assert len(component.env["TOKEN_SECRET"]) == 64
     assert by_name["notify"].env["SMTP_HOST"] == "mail.example" and by_name["notify"].env["SMTP_PORT"] == "2525"
     assert "SMTP_HOST" not in by_name["intake"].env
-    assert len({c.env["HTTP_PORT"] for c in built.components}) == 4
+    assert by_name["web"].env["SMTP_HOST"] == "mail.example"
+    assert len({c.env["HTTP_PORT"] for c in built.components}) == 5
 
 
 def test_the_token_secret_is_made_once_and_kept_private(tmp_path: Path) -> None:

@@ -48,8 +48,9 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("triage"),
     ServiceSpec("notify", smtp=True),
     ServiceSpec("audit"),
+    ServiceSpec("web", smtp=True),  # sends the sign-in emails itself (services/web/web/mail.py says why)
 )
-RESERVED = ("web",)  # ports kept free for services still to come: shown in the table
+RESERVED: tuple[str, ...] = ()  # ports kept free for services still to come: shown in the table
 
 
 class StackError(RuntimeError):
@@ -266,7 +267,10 @@ def build(env: Mapping[str, str] | None = None) -> Stack:
         "DATABASE_URL": servers.database_url,
         "KAFKA_BOOTSTRAP_SERVERS": servers.kafka,
         "TOKEN_SECRET": token_secret(var, env),
-        "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL") or f"http://{LOOPBACK}:{port('intake', env)}",
+        # Where people open links (acknowledgement and sign-in pages): the web app.
+        "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL") or f"http://{LOOPBACK}:{port('web', env)}",
+        "INTAKE_URL": f"http://{LOOPBACK}:{port('intake', env)}",
+        "AUDIT_URL": f"http://{LOOPBACK}:{port('audit', env)}",
         "LOG_FORMAT": env.get("LOG_FORMAT", "console"),
         "HTTP_HOST": LOOPBACK,
         # audit's signing key and its checkpoints kept outside the database belong to this stack's var dir:
