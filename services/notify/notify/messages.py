@@ -20,7 +20,7 @@ from notify import sms
 from notify.channels.base import OutgoingMessage, message_id_for
 
 WEBHOOK_TYPE = "uk.school.safety.notification.v1"
-ACK_PATH = "/ack/{token}"  # intake serves the one-button page here; only its POST acknowledges
+ACK_PATH = "/ack/{token}"  # the web app serves the one-button page here (intake too); only its POST acknowledges
 UK = ZoneInfo("Europe/London")
 
 CLASS_LABELS = {
