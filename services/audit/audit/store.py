@@ -1,6 +1,6 @@
 """Appending to the evidence log: every record of every topic (dead letters and malformed ones too),
 once, in order of arrival per school, under a per-school advisory lock; a consumer batch is chained in
-Python from the current heads and written with one INSERT."""
+Python from the current heads and written with one COPY."""
 
 from __future__ import annotations
 
@@ -101,16 +101,9 @@ async def append_many(
 
 
 async def _insert(conn: Connection, records: Sequence[AuditRecord]) -> None:
-    """One INSERT for all records; `pos` (order of arrival) is given in list order."""
-    await conn.execute(
-        f"INSERT INTO audit_records ({_COLUMNS}) "  # noqa: S608
-        "SELECT s, q, e, t, ev, r, p, h FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], "
-        "$5::bytea[], $6::timestamptz[], $7::bytea[], $8::bytea[]) WITH ORDINALITY AS u(s, q, e, t, ev, r, p, h, i) "
-        "ORDER BY i",
-        [r.school_id for r in records], [r.seq for r in records], [r.event_id for r in records],
-        [r.topic for r in records], [r.event for r in records], [r.recorded_at for r in records],
-        [r.prev_hash for r in records], [r.hash for r in records],
-    )
+    """One COPY for all records; `pos` (order of arrival) is given in list order."""
+    rows = [(r.school_id, r.seq, r.event_id, r.topic, r.event, r.recorded_at, r.prev_hash, r.hash) for r in records]
+    await conn.copy_records_to_table("audit_records", columns=_COLUMNS.split(", "), records=rows)
 
 
 async def append(
@@ -165,7 +158,7 @@ def _entry(d: Delivery) -> tuple[str, str, bytes, dict[str, Any] | None]:
 
 
 async def store_deliveries(deliveries: Sequence[Delivery], conn: Connection) -> None:
-    """A consumer batch into the log (one lock per school, one INSERT), then the live projection."""
+    """A consumer batch into the log (one lock per school, one COPY), then the live projection."""
     projected: dict[str, dict[str, Any]] = {}
     entries: list[Entry] = []
     for d in deliveries:
