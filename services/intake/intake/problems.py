@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -153,6 +154,24 @@ class ImageryRefused(ProblemError):
         )
 
 
+class DependencyUnavailable(ProblemError):
+    """Our database did not answer (restarting, say): nothing was accepted, and a retry soon will work."""
+
+    status = 503
+    slug = "unavailable"
+    title = "Temporarily unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("The service cannot reach its database just now; nothing was accepted. Retry shortly "
+                         "with the same Idempotency-Key.", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+RETRY_AFTER_SECONDS = 2
+# What a database that is down or restarting raises through the pool: not a fault of ours or of the request.
+DEPENDENCY_DOWN = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                   asyncpg.CannotConnectNowError)
+
+
 def problem_response(exc: ProblemError, instance: str | None = None) -> JSONResponse:
     body = exc.problem(instance).model_dump(mode="json", exclude_none=True)
     return JSONResponse(body, status_code=exc.status, media_type=PROBLEM_JSON, headers=exc.headers)
@@ -202,6 +221,9 @@ def install(app: FastAPI) -> None:
         return problem_response(mapped, request.url.path)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DEPENDENCY_DOWN):
+            log.warning("http.dependency_unavailable", path=request.url.path, error=type(exc).__name__)
+            return problem_response(DependencyUnavailable(), request.url.path)
         log.error("http.unhandled_error", path=request.url.path, error=type(exc).__name__)
         err = ProblemError("An unexpected error occurred; nothing was accepted. Retry later.")
         err.status, err.slug, err.title = 500, "internal", "Internal error"
