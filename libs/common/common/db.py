@@ -126,12 +126,20 @@ async def _ensure_roles(conn: asyncpg.Connection, roles: SchemaRoles, password: 
     await conn.execute(f"GRANT USAGE ON SCHEMA {roles.schema} TO {roles.app}")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Replaces asyncpg's reset on release (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`), one
+    round trip per use of a connection. The services leave no session state behind: their advisory locks are
+    transaction-scoped, their settings are startup parameters, and the LISTEN loop unlistens itself. asyncpg
+    still rolls back a stray transaction and forgets local listeners before calling this."""
+
+
 async def create_pool(dsn: str, schema: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": check_identifier(schema), "application_name": schema},
+        reset=_keep_session,
     )
     assert pool is not None
     return pool

@@ -25,14 +25,22 @@ from common.woken_loop import run_woken_passes
 
 log = structlog.get_logger(__name__)
 
-# One round trip: the rows, and a NOTIFY (delivered at commit) that wakes this schema's relay.
-_INSERT = (
-    "WITH inserted AS ("
-    " INSERT INTO outbox (event_id, topic, key, value, headers)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING 1)"
-    " SELECT pg_notify('outbox_' || current_schema(), '') FROM (SELECT count(*) FROM inserted) AS n"
-)
+
+def _insert(first: int, before: str = "") -> str:
+    """One statement: `before` (data-modifying CTEs of the caller's own), the outbox rows from parameters
+    $first..$first+4, and a NOTIFY (delivered at commit) that wakes this schema's relay."""
+    p = [f"${first + i}" for i in range(5)]
+    return (
+        f"WITH {before}inserted AS ("  # noqa: S608 - composed of the callers' constant SQL and $n placeholders
+        " INSERT INTO outbox (event_id, topic, key, value, headers)"
+        f" SELECT * FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::bytea[], {p[3]}::bytea[], {p[4]}::jsonb[])"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING 1)"
+        " SELECT pg_notify('outbox_' || current_schema(), '') FROM (SELECT count(*) FROM inserted) AS n"
+    )
+
+
+_INSERT = _insert(1)
+RawRow = tuple[str, str, bytes | None, bytes, list[tuple[str, bytes]]]
 
 
 def notify_channel(schema: str) -> str:
@@ -51,26 +59,37 @@ async def wake_relay(conn: Connection) -> None:
 
 async def enqueue(conn: Connection, events: Sequence[CloudEvent]) -> None:
     """Write events to the outbox in the caller's transaction; the relay is woken at commit."""
-    if not events:
-        return
-    await enqueue_raw(
-        conn,
-        [(e.id, e.topic.value, e.key, e.to_bytes(), [("ce_type", e.type.value.encode())]) for e in events],
-    )
+    if events:
+        await conn.fetch(_INSERT, *_columns([_raw(e) for e in events]))
 
 
-async def enqueue_raw(
-    conn: Connection, rows: Sequence[tuple[str, str, bytes | None, bytes, list[tuple[str, bytes]]]]
-) -> None:
+async def enqueue_raw(conn: Connection, rows: Sequence[RawRow]) -> None:
     """Rows of (event id, logical topic, key, value, headers); used directly for dead letters."""
-    await conn.fetch(
-        _INSERT,
+    await conn.fetch(_INSERT, *_columns(rows))
+
+
+async def execute_and_enqueue(
+    conn: Connection, statement: str, args: Sequence[object], events: Sequence[CloudEvent]
+) -> None:
+    """Run one data-modifying `statement` (parameters $1..$n) and write `events` to the outbox as a single
+    SQL statement: atomic without an explicit transaction, so one round trip where BEGIN, the statement,
+    the outbox insert and COMMIT would take four."""
+    sql = _insert(len(args) + 1, before=f"effect AS ({statement}), ")
+    await conn.fetch(sql, *args, *_columns([_raw(e) for e in events]))
+
+
+def _raw(e: CloudEvent) -> RawRow:
+    return (e.id, e.topic.value, e.key, e.to_bytes(), [("ce_type", e.type.value.encode())])
+
+
+def _columns(rows: Sequence[RawRow]) -> list[list[object]]:
+    return [
         [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
         [r[3] for r in rows],
         [json.dumps([[k, v.decode("utf-8", "replace")] for k, v in r[4]]) for r in rows],
-    )
+    ]
 
 
 class OutboxRelay:

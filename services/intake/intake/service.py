@@ -101,27 +101,30 @@ class Intake:
             incident_id=incident_id, reference=self._references(), status_url=f"/v1/incidents/{incident_id}"
         )
         now = self._clock()
-        async with pool.acquire() as conn, conn.transaction():
-            if idempotency_key is not None:
-                earlier = await self._claim_key(conn, who, idempotency_key, request_hash(report), accepted, now)
-                if earlier is not None:
-                    return earlier, True
-            event = new_event(
-                EventType.INCIDENT_REPORTED, source=SOURCE, subject=str(incident_id), schoolid=report.school_id,
-                data=IncidentReported(
-                    incident_id=str(incident_id), reference=accepted.reference,
-                    integration_id=who.integration_id, report=report,
-                ).model_dump(mode="json"),
-                clock=self._clock, ids=self._ids,
-            )
-            await store.insert_incident(conn, {
-                "id": incident_id, "reference": accepted.reference, "school_id": report.school_id,
-                "integration_id": who.integration_id, "correlation_id": event.correlationid,
-                "category": report.category.value, "risk_area": report.risk_area.value,
-                "child_at_immediate_risk": report.child_at_immediate_risk, "occurred_at": report.occurred_at,
-                "report": report.model_dump(mode="json"), "received_at": now,
-            })
-            await enqueue(conn, [event])
+        event = new_event(
+            EventType.INCIDENT_REPORTED, source=SOURCE, subject=str(incident_id), schoolid=report.school_id,
+            data=IncidentReported(
+                incident_id=str(incident_id), reference=accepted.reference,
+                integration_id=who.integration_id, report=report,
+            ).model_dump(mode="json"),
+            clock=self._clock, ids=self._ids,
+        )
+        row = {
+            "id": incident_id, "reference": accepted.reference, "school_id": report.school_id,
+            "integration_id": who.integration_id, "correlation_id": event.correlationid,
+            "category": report.category.value, "risk_area": report.risk_area.value,
+            "child_at_immediate_risk": report.child_at_immediate_risk, "occurred_at": report.occurred_at,
+            "report": report.model_dump(mode="json"), "received_at": now,
+        }
+        async with pool.acquire() as conn:
+            if idempotency_key is None:
+                await store.insert_incident(conn, row, event)  # one statement: atomic without a transaction
+            else:
+                async with conn.transaction():
+                    earlier = await self._claim_key(conn, who, idempotency_key, request_hash(report), accepted, now)
+                    if earlier is not None:
+                        return earlier, True
+                    await store.insert_incident(conn, row, event)
         log.info("incident.received", incident_id=str(incident_id), reference=accepted.reference,
                  school=report.school_id, integration=who.integration_id, category=report.category.value)
         return accepted, False

@@ -11,6 +11,8 @@ import asyncpg
 
 from common.contracts import IncidentAcknowledged, IncidentActionRecorded
 from common.db import Connection
+from common.events import CloudEvent
+from common.outbox import execute_and_enqueue
 from intake.models import STATUS_ORDER, IncidentStatus
 
 INCIDENT_COLUMNS = (
@@ -19,15 +21,20 @@ INCIDENT_COLUMNS = (
 )
 
 
-async def insert_incident(conn: Connection, row: dict[str, Any]) -> None:
-    await conn.execute(
-        "INSERT INTO incidents (id, reference, school_id, integration_id, correlation_id, category, risk_area,"
-        " child_at_immediate_risk, occurred_at, report, received_at, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $11)",
+_INSERT_INCIDENT = (
+    "INSERT INTO incidents (id, reference, school_id, integration_id, correlation_id, category, risk_area,"
+    " child_at_immediate_risk, occurred_at, report, received_at, updated_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $11)"
+)
+
+
+async def insert_incident(conn: Connection, row: dict[str, Any], event: CloudEvent) -> None:
+    """The incident and its `incidents.reported` event, in one statement (atomic even outside a transaction)."""
+    await execute_and_enqueue(conn, _INSERT_INCIDENT, [
         row["id"], row["reference"], row["school_id"], row["integration_id"], row["correlation_id"],
         row["category"], row["risk_area"], row["child_at_immediate_risk"], row["occurred_at"],
         json.dumps(row["report"]), row["received_at"],
-    )
+    ], [event])
 
 
 async def find_incident(

@@ -86,7 +86,7 @@ def _claims(request: Request, token: str) -> AckLinkClaims:
     return claims
 
 
-def _intake(request: Request) -> Intake:
+async def _intake(request: Request) -> Intake:  # async: a plain def would run in a worker thread
     service: Intake = request.app.state.intake
     return service
 

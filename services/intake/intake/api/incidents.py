@@ -34,7 +34,7 @@ _WRITE_ERRORS = (MalformedJson, NotAuthenticated, IncidentNotAccessible, BodyToo
                  InvalidInput)
 
 
-def _intake(request: Request) -> Intake:
+async def _intake(request: Request) -> Intake:  # async: a plain def would run in a worker thread
     service: Intake = request.app.state.intake
     return service
 
