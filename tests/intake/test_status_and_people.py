@@ -201,3 +201,24 @@ async def test_status_follows_triage_and_notify_events_and_never_goes_back(
     view = (await client.get(f"/v1/incidents/{incident}", headers=person())).json()
     assert view["status"] == "acknowledged"
     assert len(view["acknowledgements"]) == 1
+
+
+async def test_a_retried_action_with_the_same_idempotency_key_is_recorded_once(
+    shared_client: httpx.AsyncClient,
+) -> None:
+    incident, other = await reported(shared_client), await reported(shared_client)
+    body = {"action": "referral_made", "agency": "police", "reference_number": "PN-2291"}
+    headers = {**person("dsl"), "Idempotency-Key": "desk-form-7f3a"}
+    first = await shared_client.post(f"/v1/incidents/{incident}/actions", json=body, headers=headers)
+    again = await shared_client.post(f"/v1/incidents/{incident}/actions", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    view = (await shared_client.get(f"/v1/incidents/{incident}", headers=person())).json()
+    assert [a["action_id"] for a in view["actions"]] == [first.json()["action_id"]]
+
+    changed = await shared_client.post(f"/v1/incidents/{incident}/actions", headers=headers,
+                                       json={**body, "reference_number": "PN-2292"})
+    elsewhere = await shared_client.post(f"/v1/incidents/{other}/actions", json=body, headers=headers)
+    for refused in (changed, elsewhere):
+        assert refused.status_code == 422 and refused.json()["type"].endswith("/idempotency-key-reused")
+    assert (await shared_client.get(f"/v1/incidents/{other}", headers=person())).json()["actions"] == []

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import asyncpg
 import structlog
+from pydantic import BaseModel
 
 from common.contracts import Acknowledger, IncidentAcknowledged, IncidentActionRecorded, IncidentReported
 from common.events import Clock, CloudEvent, IdFactory, new_event, new_id, utc_now
@@ -48,8 +49,18 @@ CLOCK_SKEW = timedelta(hours=1)
 _REFERENCE_ATTEMPTS = 5
 
 
-def request_hash(report: IncidentReport) -> str:
-    return hashlib.sha256(report.model_dump_json().encode()).hexdigest()
+def request_hash(body: BaseModel, *context: str) -> str:
+    """What a retried request must repeat to replay the first answer: its body and where it was sent."""
+    return hashlib.sha256("\n".join([*context, body.model_dump_json()]).encode()).hexdigest()
+
+
+def key_namespace(who: Principal) -> str:
+    """Idempotency keys are per integration, or per person (an acknowledgement link cannot act)."""
+    if isinstance(who, Integration):
+        return who.integration_id
+    if isinstance(who, Person):
+        return f"person:{who.claims.person_id}"
+    raise AssertionError("an acknowledgement link records no actions")
 
 
 class Intake:
@@ -132,23 +143,9 @@ class Intake:
     async def _claim_key(
         self, conn: Any, who: Integration, key: str, digest: str, accepted: IncidentAccepted, now: datetime
     ) -> IncidentAccepted | None:
-        """Claim the key for this request, or return the first answer given under it.
-
-        A concurrent request with the same key waits on the row lock until the first one commits."""
-        claimed = await conn.fetchval(
-            "INSERT INTO idempotency_keys (integration_id, key, request_hash, status_code, response, created_at)"
-            " VALUES ($1, $2, $3, 202, $4::jsonb, $5) ON CONFLICT DO NOTHING RETURNING 1",
-            who.integration_id, key, digest, accepted.model_dump_json(), now,
-        )
-        if claimed is not None:
-            return None
-        row = await conn.fetchrow(
-            "SELECT request_hash, response FROM idempotency_keys WHERE integration_id = $1 AND key = $2",
-            who.integration_id, key,
-        )
-        if row["request_hash"] != digest:
-            raise IdempotencyKeyReused()
-        return IncidentAccepted.model_validate_json(row["response"])
+        """Claim the key for this report, or return the first answer given under it."""
+        earlier = await claim_idempotency_key(conn, who.integration_id, key, digest, 202, accepted, now)
+        return None if earlier is None else IncidentAccepted.model_validate_json(earlier)
 
     # -- status ----------------------------------------------------------------------------------------
 
@@ -240,8 +237,10 @@ class Intake:
         return AcknowledgementView(acknowledgement_id=ack_id, role=by.role, name=by.name, via=via, at=now)
 
     async def record_action(
-        self, pool: asyncpg.Pool, who: Principal, incident_id: UUID, body: ActionRequest
-    ) -> ActionView:
+        self, pool: asyncpg.Pool, who: Principal, incident_id: UUID, body: ActionRequest,
+        idempotency_key: str | None = None,
+    ) -> tuple[ActionView, bool]:
+        """Record an action; returns the answer and whether it replays an earlier one (same Idempotency-Key)."""
         missing = body.missing_fields()
         if missing:
             reason = f"required for {body.action.value}"
@@ -254,18 +253,26 @@ class Intake:
             agency=body.agency, reference_number=body.reference_number,
             isolated_from_network=body.isolated_from_network, reason=body.reason, outcome=body.outcome,
         )
+        details = action.model_dump(mode="json", exclude_none=True,
+                                    include={"agency", "reference_number", "isolated_from_network", "reason",
+                                             "outcome"})
+        view = ActionView(action_id=UUID(action.action_id), action=action.action, role=by.role, name=by.name,
+                          at=action.at, details=details)
         async with pool.acquire() as conn, conn.transaction():
             row = await self._visible(conn, who, incident_id)
+            if idempotency_key is not None:
+                earlier = await claim_idempotency_key(
+                    conn, key_namespace(who), idempotency_key, request_hash(body, "actions", str(incident_id)),
+                    201, view, now,
+                )
+                if earlier is not None:
+                    return ActionView.model_validate_json(earlier), True
             event = self._event(EventType.INCIDENT_ACTION_RECORDED, row, action.model_dump(mode="json"))
             await store.insert_action(conn, action)
             await store.advance(conn, incident_id, status_after(action), now)
             await enqueue(conn, [event])
         log.info("incident.action_recorded", incident_id=str(incident_id), action=body.action.value, role=by.role)
-        details = action.model_dump(mode="json", exclude_none=True,
-                                    include={"agency", "reference_number", "isolated_from_network", "reason",
-                                             "outcome"})
-        return ActionView(action_id=UUID(action.action_id), action=action.action, role=by.role, name=by.name,
-                          at=action.at, details=details)
+        return view, False
 
     def _event(self, type: EventType, incident: asyncpg.Record, data: dict[str, Any]) -> CloudEvent:
         return new_event(
@@ -278,3 +285,24 @@ def status_after(action: IncidentActionRecorded) -> IncidentStatus:
     if action.action.value == "incident_closed":
         return IncidentStatus.CLOSED
     return IncidentStatus.ACTIONS_RECORDED
+
+
+async def claim_idempotency_key(
+    conn: Any, namespace: str, key: str, digest: str, status_code: int, answer: BaseModel, now: datetime
+) -> str | None:
+    """Claim `key` for this request, or return the JSON of the first answer given under it. A concurrent
+    request with the same key waits on the row lock until the first one commits; the same key with
+    another request is refused (422), never a silent overwrite."""
+    claimed = await conn.fetchval(
+        "INSERT INTO idempotency_keys (integration_id, key, request_hash, status_code, response, created_at)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6) ON CONFLICT DO NOTHING RETURNING 1",
+        namespace, key, digest, status_code, answer.model_dump_json(), now,
+    )
+    if claimed is not None:
+        return None
+    row = await conn.fetchrow(
+        "SELECT request_hash, response FROM idempotency_keys WHERE integration_id = $1 AND key = $2", namespace, key
+    )
+    if row["request_hash"] != digest:
+        raise IdempotencyKeyReused()
+    return str(row["response"])

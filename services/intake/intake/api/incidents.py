@@ -17,6 +17,7 @@ from intake.models import IncidentView as IncidentViewModel
 from intake.problems import (
     AckLinkUsed,
     BodyTooLarge,
+    IdempotencyKeyReused,
     ImageryRefused,
     IncidentNotAccessible,
     InvalidInput,
@@ -119,16 +120,22 @@ async def acknowledge(
     response_model=ActionView,
     summary="Record an action taken",
     description="Referral made (with the agency's reference), device secured, parents informed or the reason "
-    "not to, ICO notified, incident closed (with outcome). Publishes incidents.actions.",
+    "not to, ICO notified, incident closed (with outcome). Publishes incidents.actions. An Idempotency-Key "
+    "(per integration or person) makes a retried POST (a double-pressed button) return the first answer.",
     openapi_extra=documented_body(ActionRequest, ACTION_EXAMPLES),
-    responses=responses(*_WRITE_ERRORS),
+    responses=responses(*_WRITE_ERRORS, IdempotencyKeyReused),
 )
 async def record_action(
     request: Request,
+    response: Response,
     incident_id: UUID,
     who: Annotated[Principal, Depends(actor)],
     body: Annotated[ActionRequest | None, Depends(json_body(ActionRequest))],
     intake: Annotated[Intake, Depends(_intake)],
+    idempotency_key: IdempotencyKey = None,
 ) -> ActionView:
     assert body is not None
-    return await intake.record_action(request.app.state.runtime.pool, who, incident_id, body)
+    view, replayed = await intake.record_action(request.app.state.runtime.pool, who, incident_id, body, idempotency_key)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return view
