@@ -7,20 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from devstack.ports import free_port
-from devstack.runfiles import wait_ready
+from devstack.launch import launch
 from devstack.smtp_sink import read_messages
 
 API_KEY = "e2e-integration-key-" + "x" * 24
@@ -29,27 +22,14 @@ PUPIL_NAME = "Jasmine Okonkwo-Reid"
 
 @pytest.fixture(scope="module")
 def system() -> Iterator[dict]:
-    var = Path(tempfile.mkdtemp(prefix="ose-e2e-"))
-    var.chmod(0o755)  # noqa: S103 - PostgreSQL runs as its own OS user and must reach its data dir
-    ports = {name: free_port() for name in ("POSTGRES", "BROKER", "SMTP", "INTAKE", "TRIAGE", "NOTIFY", "AUDIT")}
-    env = {
-        **os.environ,
-        "DEVSTACK_VAR_DIR": str(var),
-        **{f"DEVSTACK_{name}_PORT": str(port) for name, port in ports.items()},
-        "INTAKE_INTEGRATIONS": json.dumps(
-            [{"integration_id": "cpoms-e2e", "key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
-              "schools": ["school-a"]}]
-        ),
-    }
-    for inherited in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "SMTP_HOST", "SMTP_PORT"):
-        env.pop(inherited, None)
-    proc = subprocess.Popen([sys.executable, "-m", "devstack", "run"], env=env, start_new_session=True)
+    integrations = [{"integration_id": "cpoms-e2e", "key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
+                     "schools": ["school-a"]}]
+    running = launch({"INTAKE_INTEGRATIONS": json.dumps(integrations)}, ready_timeout=120)
     try:
-        state = wait_ready(var, timeout=120)
-        yield {"var": var, "state": state, "ports": ports, "mail": Path(state["mail_dir"])}
+        ports = {name.upper(): number for name, number in running.ports.items()}
+        yield {"var": running.var, "state": running.state, "ports": ports, "mail": running.mail_dir}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        running.stop(timeout=60)
 
 
 def _report() -> dict:
@@ -78,7 +58,7 @@ def _wait_for(check, timeout: float, what: str):
 
 
 def test_every_service_is_ready(system):
-    for name in ("INTAKE", "TRIAGE", "NOTIFY", "AUDIT"):
+    for name in ("INTAKE", "TRIAGE", "NOTIFY", "AUDIT", "WEB"):
         answer = httpx.get(f"http://127.0.0.1:{system['ports'][name]}/readyz", timeout=10)
         assert answer.status_code == 200, (name, answer.text)
 
