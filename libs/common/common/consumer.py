@@ -35,6 +35,8 @@ Handler = Callable[[CloudEvent, Connection], Awaitable[None]]
 RawHandler = Callable[["Delivery", Connection], Awaitable[None]]
 RawBatchHandler = Callable[[Sequence["Delivery"], Connection], Awaitable[None]]
 
+FETCH_MAX_WAIT_MS = 50
+
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
@@ -131,6 +133,9 @@ class ConsumerRunner:
             auto_offset_reset="earliest",  # a group whose offsets vanished re-reads; the inbox absorbs repeats
             max_poll_records=self._max_batch,
             metadata_max_age_ms=5000,
+            # Tansu answers a fetch only when its wait is over, not when a record arrives: with aiokafka's
+            # default of 500 ms every hop of the pipeline waited that long (bench/RESULTS.md, triage).
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         try:
             await consumer.start()
