@@ -192,10 +192,13 @@ class VerificationResult:
         return f"{self.problem} (intact up to {self.intact_up_to})"
 
 
-def verify_chain(records: Iterable[AuditRecord], *, start: ChainHead | None = None) -> VerificationResult:
+def verify_chain(
+    records: Iterable[AuditRecord], *, start: ChainHead | None = None, offset: int = 0
+) -> VerificationResult:
     """Recompute the chain in the order given and report the first record that does not match.
 
-    Without `start` the records must begin at seq 1; with it they continue from that head.
+    Without `start` the records must begin at seq 1; with it they continue from that head. Positions in a
+    problem count from `offset` (where `records` begins in a longer read, such as one page of the log).
     """
     rows: Sequence[AuditRecord] = records if isinstance(records, Sequence) else list(records)
     if start is None:
@@ -211,28 +214,27 @@ def verify_chain(records: Iterable[AuditRecord], *, start: ChainHead | None = No
             or r.school_id != school
             or sha256(prev + r.canonical).digest() != r.hash
         ):
-            return _diagnose(rows, start, expected - start.seq - 1)
+            return _diagnose(rows, start, expected - start.seq - 1, offset)
         prev = r.hash
         expected += 1
     return VerificationResult(expected - 1, expected - 1 - start.seq)
 
 
-def _diagnose(rows: Sequence[AuditRecord], start: ChainHead, i: int) -> VerificationResult:
+def _diagnose(rows: Sequence[AuditRecord], start: ChainHead, i: int, offset: int) -> VerificationResult:
     r, expected = rows[i], start.seq + 1 + i
     previous = rows[i - 1] if i > 0 else None
 
     def found(kind: ProblemKind, seq: int, reason: str, at: int = i) -> VerificationResult:
         intact = start.seq + at
-        return VerificationResult(intact, at, ChainProblem(kind, seq, at, reason))
+        return VerificationResult(intact, at, ChainProblem(kind, seq, offset + at, reason))
 
     if r.school_id != start.school_id:
         return found(ProblemKind.CHANGED, r.seq, f"belongs to school {r.school_id!r}, not {start.school_id!r}")
     if r.seq > expected:
         later = next((j for j in range(i + 1, len(rows)) if rows[j].seq == expected), None)
         if later is not None:
-            return found(
-                ProblemKind.REORDERED, r.seq, f"found where record {expected} belongs; {expected} is at {later}"
-            )
+            return found(ProblemKind.REORDERED, r.seq,
+                         f"found where record {expected} belongs; {expected} is at {offset + later}")
         gap = str(expected) if r.seq == expected + 1 else f"{expected}..{r.seq - 1}"
         return found(ProblemKind.MISSING, expected, f"record(s) {gap} absent; the next present is {r.seq}")
     if r.seq < expected:

@@ -8,7 +8,7 @@ import base64
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -244,6 +244,28 @@ async def load_records(conn: Connection, school_id: str, *, order: str = "pos") 
         school_id,
     )
     return [row_to_record(dict(r)) for r in rows]
+
+
+async def record_pages(
+    conn: Connection, school_id: str, page_size: int = 5000
+) -> AsyncGenerator[list[AuditRecord], None]:
+    """A school's records in order of arrival, `page_size` at a time (keyset pages on (school_id, pos)),
+    so that reading the whole log holds one page in memory, not the log."""
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, not {page_size}")
+    after = 0
+    while True:
+        rows = await conn.fetch(
+            f"SELECT pos, {_COLUMNS} FROM audit_records WHERE school_id = $1 AND pos > $2 "  # noqa: S608
+            "ORDER BY pos LIMIT $3",
+            school_id, after, page_size,
+        )
+        if not rows:
+            return
+        yield [row_to_record(r) for r in rows]
+        if len(rows) < page_size:
+            return
+        after = rows[-1]["pos"]
 
 
 async def schools(conn: Connection) -> list[str]:
