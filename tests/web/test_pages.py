@@ -153,9 +153,19 @@ def test_an_action_recorded_closes_its_reminder_and_a_wrong_form_keeps_what_was_
     expect(page.locator("#reminder-inform_parents").get_by_label("No, and there is a reason not to")).to_be_checked()
     check_page(page, "incident-form-error")
 
-    page.locator("#inform_parents-reason").fill("Informing them now would put the young person at risk.")
-    page.locator("#reminder-inform_parents").get_by_role("button", name="Record parents").click()
+    reason = "Informing them now would put the young person at risk."
+    page.locator("#inform_parents-reason").fill(reason)
+    form = page.locator("#reminder-inform_parents form")
+    posted = {name: form.locator(f"input[name={name}]").get_attribute("value")
+              for name in ("csrf_token", "form_id", "idempotency_key")}
+    form.get_by_role("button", name="Record parents").click()
     expect(page.get_by_text("Recorded: Parents informed.")).to_be_visible()
+    # The same form sent again (a double press): recorded once.
+    again = context.request.post(f"{system.url('web')}/incidents/{incident['incident_id']}/actions/parents",
+                                 form={**posted, "informed": "no", "reason": reason})
+    assert again.ok, again.text()
+    actions = _intake_status(system, incident["incident_id"])["actions"]
+    assert [a["action"] for a in actions].count("parents_not_informed") == 1
 
     def reminder_gone() -> bool:
         page.reload()

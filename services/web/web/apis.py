@@ -65,9 +65,13 @@ class Apis:
     async def incident(self, who: dict[str, str], incident_id: str) -> Any:
         return (await self._call("GET", f"{self._intake}/v1/incidents/{incident_id}", self._bearer(**who))).json()
 
-    async def record_action(self, who: dict[str, str], incident_id: str, body: dict[str, Any]) -> Any:
+    async def record_action(
+        self, who: dict[str, str], incident_id: str, body: dict[str, Any], idempotency_key: str | None = None
+    ) -> Any:
+        """With the rendered form's own key, so a double-pressed button records the action once."""
         url = f"{self._intake}/v1/incidents/{incident_id}/actions"
-        return (await self._call("POST", url, self._bearer(**who), json=body)).json()
+        headers = self._bearer(**who) | ({"Idempotency-Key": idempotency_key} if idempotency_key else {})
+        return (await self._call("POST", url, headers, json=body)).json()
 
     async def acknowledge(self, who: dict[str, str], incident_id: str) -> Any:
         url = f"{self._intake}/v1/incidents/{incident_id}/acknowledgements"

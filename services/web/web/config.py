@@ -29,6 +29,10 @@ class WebSettings(ServiceSettings):  # type: ignore[misc,unused-ignore]
     session_minutes: int = Field(default=8 * 60, gt=0, validation_alias=AliasChoices("web_session_minutes"))
     signin_link_minutes: int = Field(default=15, gt=0, validation_alias=AliasChoices("web_signin_link_minutes"))
     api_timeout_seconds: float = 10.0
+    assets_dir: Path | None = Field(
+        default=None, validation_alias=AliasChoices("web_assets_dir"),
+        description="WEB_ASSETS_DIR: govuk-frontend's dist/govuk folder; unset: services/web/node_modules's (npm ci).",
+    )
 
     @property
     def session_ttl(self) -> timedelta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from uuid import UUID
 
@@ -14,9 +15,11 @@ from web.desk import age, class_label, desk_rows, open_reminders, role_label, wh
 from web.forms import AGENCY_LABELS, FORM_TITLES, REFERRAL_CHOICES, check_action, form_for
 from web.members import View
 from web.pages import Refused, apis, check_csrf, now, redirect, render, require, who
+from web.security import new_secret
 from web.sessions import Session
 
 log = structlog.get_logger(__name__)
+_FORM_KEY = re.compile(r"[A-Za-z0-9_-]{20,64}")  # as web.security.new_secret makes them
 router = APIRouter()
 
 _NOT_FOUND = Refused(404, "Incident not found",
@@ -94,9 +97,15 @@ async def _incident_page(request: Request, session: Session, incident_id: str, *
         class_name=class_label(incident.get("incident_class")), since=age(when(incident.get("received_at")),
                                                                             now(request)),
         role_label=role_label, agency_labels=AGENCY_LABELS, referral_choices=REFERRAL_CHOICES,
-        form_titles=FORM_TITLES, errors=errors, error_items=items, values=form_values or {}, done=done,
+        form_titles=FORM_TITLES, form_key=new_secret(), errors=errors, error_items=items, values=form_values or {},
+        done=done,
         closed=incident.get("status") == "closed",
     )
+
+
+def _form_key(values: dict[str, str]) -> str | None:
+    key = values.get("idempotency_key", "")
+    return key if _FORM_KEY.fullmatch(key) else None
 
 
 @router.get("/incidents/{incident_id}")
@@ -117,7 +126,7 @@ async def record_action(request: Request, incident_id: str, kind: str) -> Respon
     checked = check_action(kind, values, agencies)
     if checked.body is not None:
         try:
-            await apis(request).record_action(who(session), incident_id, checked.body)
+            await apis(request).record_action(who(session), incident_id, checked.body, _form_key(values))
         except ApiError as exc:
             if exc.status in (403, 404):
                 raise _NOT_FOUND from None

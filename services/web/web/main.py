@@ -27,8 +27,10 @@ log = structlog.get_logger(__name__)
 
 def create_app(settings: WebSettings | None = None, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
     settings = settings or WebSettings()
-    if not (ASSETS / "govuk-frontend.min.css").is_file():
-        raise RuntimeError(f"{ASSETS} has no govuk-frontend.min.css: run `npm ci` in services/web (make install)")
+    assets = settings.assets_dir or ASSETS
+    if not (assets / "govuk-frontend.min.css").is_file():
+        raise RuntimeError(f"{assets} has no govuk-frontend.min.css: run `npm ci` in services/web (make install) "
+                           "or set WEB_ASSETS_DIR to govuk-frontend's dist/govuk folder")
     runtime = Runtime(ServiceSpec(settings=settings, migrations=load_migrations("web.migrations")))
     app: FastAPI = service_app(runtime, auth_pages.router, desk_pages.router, report_pages.router,
                       title="Online-safety pages for people")
@@ -37,8 +39,8 @@ def create_app(settings: WebSettings | None = None, *, clock: Callable[[], datet
     app.state.directory = load_directory(settings.policy_dir)  # a bad policy file stops start-up, with its line
     app.state.apis = Apis(intake_url=settings.intake_url, audit_url=settings.audit_url,
                           token_secret=settings.token_secret, timeout=settings.api_timeout_seconds)
-    app.mount("/assets", StaticFiles(directory=ASSETS / "assets"), name="assets")
-    app.mount("/static", StaticFiles(directory=ASSETS), name="static")
+    app.mount("/assets", StaticFiles(directory=assets / "assets"), name="assets")
+    app.mount("/static", StaticFiles(directory=assets), name="static")
     app.mount("/app", StaticFiles(directory=Path(__file__).with_name("static")), name="app")
     runtime_lifespan = app.router.lifespan_context
 
