@@ -13,7 +13,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -22,6 +22,7 @@ from common.tokens import TokenError, verify_ack_token
 from devstack.smtp_sink import message_paths
 
 PIPELINE_SCHEMAS = ("intake", "triage", "notify")  # the services that publish events (audit only records)
+RESCAN_MARGIN = timedelta(seconds=60)  # far longer than any transaction of the services
 _ACK_LINK = re.compile(r"/ack/([A-Za-z0-9_.~=-]+)")
 
 
@@ -39,18 +40,24 @@ class Delivery:
 
 @dataclass
 class Observed:
-    """Everything seen so far."""
+    """Everything seen so far. Keyed by what identifies a row, so reading a row again changes nothing."""
 
     # per schema: event id -> (topic, key = incident id)
     published: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
-    triaged: Counter[str] = field(default_factory=Counter)  # incident id -> incidents.triaged events
     requested: dict[str, str] = field(default_factory=dict)  # notification id -> incident id
-    audited: Counter[str] = field(default_factory=Counter)  # event id -> records in the audit log
+    audit_records: dict[tuple[str, int], str] = field(default_factory=dict)  # (school, seq) -> event id
     audit_schools: set[str] = field(default_factory=set)
-    dead_letters: int = 0
+    dead_letters: set[str] = field(default_factory=set)  # event ids of records from a .dlq topic
     deliveries: dict[str, Delivery] = field(default_factory=dict)  # Message-ID -> copies
     delivered: dict[str, str] = field(default_factory=dict)  # notification id -> Message-ID
     unreadable_messages: int = 0
+    triaged: Counter[str] = field(default_factory=Counter)  # incident id -> incidents.triaged events
+    audited: Counter[str] = field(default_factory=Counter)  # event id -> records in the audit log
+
+    def recount(self) -> None:
+        self.triaged = Counter(key for topic, key in self.published.get("triage", {}).values()
+                               if topic == "incidents.triaged")
+        self.audited = Counter(self.audit_records.values())
 
 
 class Observer:
@@ -59,7 +66,7 @@ class Observer:
         self._mail = mail_dir
         self._secret = token_secret
         self._seen_files: set[Path] = set()
-        self._last_id: dict[str, int] = {}
+        self._since: datetime | None = None  # rows written from then on are read again (commit order)
         self.seen = Observed()
         self.last_error = ""
 
@@ -89,42 +96,43 @@ class Observer:
 
     # ---------------------------------------------------------------- database
 
-    async def scan_database(self) -> None:
+    async def scan_database(self, *, everything: bool = False) -> None:
+        """Read the rows written since the last scan began, less a margin: ids and positions are handed out
+        before commit, so a row with a lower id can appear after a higher one was read. `everything`: all."""
         conn = await asyncpg.connect(self._dsn, timeout=5)
         try:
+            began: datetime = await conn.fetchval("SELECT now()")
+            since = None if everything or self._since is None else self._since - RESCAN_MARGIN
             for schema in PIPELINE_SCHEMAS:
-                await self._scan_outbox(conn, schema)
-            await self._scan_audit(conn)
+                await self._scan_outbox(conn, schema, since)
+            await self._scan_audit(conn, since)
+            self._since = began if self._since is None or everything else max(self._since, began)
         finally:
             await conn.close(timeout=5)
+        self.seen.recount()
 
-    async def _scan_outbox(self, conn: asyncpg.Connection, schema: str) -> None:
-        key = f"outbox:{schema}"
+    async def _scan_outbox(self, conn: asyncpg.Connection, schema: str, since: datetime | None) -> None:
         rows = await conn.fetch(
-            f"SELECT id, event_id, topic, convert_from(key, 'UTF8') AS key, value FROM {schema}.outbox"  # noqa: S608
-            " WHERE id > $1 ORDER BY id", self._last_id.get(key, 0),
+            f"SELECT event_id, topic, convert_from(key, 'UTF8') AS key, value FROM {schema}.outbox"  # noqa: S608
+            " WHERE $1::timestamptz IS NULL OR created_at >= $1", since,
         )
         published = self.seen.published.setdefault(schema, {})
         for row in rows:
             published[row["event_id"]] = (row["topic"], row["key"])
-            if schema == "triage" and row["topic"] == "incidents.triaged":
-                self.seen.triaged[row["key"]] += 1
-            elif schema == "triage" and row["topic"] == "notifications.requested":
+            if schema == "triage" and row["topic"] == "notifications.requested":
                 data = json.loads(bytes(row["value"]))["data"]
                 self.seen.requested[data["notification_id"]] = row["key"]
-            self._last_id[key] = row["id"]
 
-    async def _scan_audit(self, conn: asyncpg.Connection) -> None:
+    async def _scan_audit(self, conn: asyncpg.Connection, since: datetime | None) -> None:
         rows = await conn.fetch(
-            "SELECT pos, event_id, topic, school_id FROM audit.audit_records WHERE pos > $1 ORDER BY pos",
-            self._last_id.get("audit", 0),
+            "SELECT school_id, seq, event_id, topic FROM audit.audit_records"
+            " WHERE $1::timestamptz IS NULL OR recorded_at >= $1", since,
         )
         for row in rows:
-            self.seen.audited[row["event_id"]] += 1
+            self.seen.audit_records[(row["school_id"], row["seq"])] = row["event_id"]
             self.seen.audit_schools.add(row["school_id"])
             if row["topic"].endswith(".dlq"):
-                self.seen.dead_letters += 1
-            self._last_id["audit"] = row["pos"]
+                self.seen.dead_letters.add(row["event_id"])
 
     # ---------------------------------------------------------------- questions
 

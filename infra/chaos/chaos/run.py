@@ -17,11 +17,13 @@ from pathlib import Path
 
 import httpx
 
-from chaos.kill import COMPONENTS, Kill, kill_and_wait
+from chaos.kill import COMPONENTS, SERVICES, Kill, kill_and_wait
 from chaos.load import SteadyLoad, integrations_env
 from chaos.observe import Observer
 from common.tokens import issue_person_token
 from devstack.launch import LaunchedStack, launch
+
+WANTED_METRICS = ("consumer_lag", "outbox_backlog")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class ChaosResult:
     duplicate_ids: list[str] = field(default_factory=list)
     drained_after: float | None = None
     var: Path | None = None
+    metrics_missing: dict[str, list[str]] = field(default_factory=dict)  # service -> metrics it lacks
 
     def kills_of(self, component: str) -> int:
         return sum(1 for k in self.kills if k.component == component)
@@ -137,6 +140,23 @@ async def _verify_chains(stack: LaunchedStack, schools: set[str]) -> list[str]:
     return problems
 
 
+async def _metrics_missing(stack: LaunchedStack) -> dict[str, list[str]]:
+    """Which services' /metrics lack consumer lag or outbox backlog (issue 8: both must be exposed)."""
+    missing = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for service in SERVICES:
+            try:
+                text = (await client.get(f"{stack.url(service)}/metrics")).text
+            except httpx.HTTPError as exc:
+                missing[service] = [f"/metrics unreachable ({type(exc).__name__})"]
+                continue
+            names = {line.split()[0] for line in text.splitlines() if line.strip()}
+            lacking = [m for m in WANTED_METRICS if f"{service}_{m}" not in names]
+            if lacking:
+                missing[service] = lacking
+    return missing
+
+
 def _attribute_duplicates(observer: Observer, kills: list[Kill]) -> tuple[Counter[str], list[str]]:
     """Each repeated Message-ID is put down to the kill between its first and its last copy (the notify kill
     if there is one, for only notify dying inside its send window explains a repeat), else to 'none'."""
@@ -211,7 +231,7 @@ async def _run(
     stop_watch.set()
     await watcher
     observer.scan_mail()
-    await observer.scan_database()
+    await observer.scan_database(everything=True)
     seen = observer.seen
     log(f"drained in {drained_after:.1f}s" if drained_after is not None else "not drained in time; "
         f"outstanding: {observer.outstanding(accepted)}")
@@ -227,7 +247,7 @@ async def _run(
         audit_gaps=sum(1 for e in published if seen.audited[e] == 0),
         audit_duplicates=sum(n - 1 for n in seen.audited.values() if n > 1),
         chain_problems=await _verify_chains(stack, seen.audit_schools),
-        dead_letters=seen.dead_letters, unreadable_messages=seen.unreadable_messages,
+        dead_letters=len(seen.dead_letters), unreadable_messages=seen.unreadable_messages,
         duplicates_by_component=duplicates, duplicate_ids=duplicate_ids, drained_after=drained_after,
-        var=stack.var if config.keep_var else None,
+        var=stack.var if config.keep_var else None, metrics_missing=await _metrics_missing(stack),
     )

@@ -47,8 +47,10 @@ def render(result: ChaosResult) -> list[str]:
         allowed = len(kills) if component == "notify" else 0
         lines.append(f"| {component} | {len(kills)} | {_seconds(back)} | {longest} |"
                      f" {result.duplicates_by_component.get(component, 0)} | {allowed} |")
+    lacking = "; ".join(f"{s} lacks {', '.join(m)}" for s, m in sorted(result.metrics_missing.items()))
+    metrics_line = f"metrics: consumer lag and outbox backlog on every service's /metrics: {lacking or 'yes'}"
     unexplained = result.duplicates_by_component.get("none", 0)
     if unexplained:
         lines.append(f"| (no kill) | 0 | - | - | {unexplained} | 0 |")
-    lines += ["", "PASS" if not result.failures else "FAIL: " + "; ".join(result.failures)]
+    lines += ["", metrics_line, "PASS" if not result.failures else "FAIL: " + "; ".join(result.failures)]
     return lines
