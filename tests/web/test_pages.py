@@ -95,6 +95,30 @@ def test_a_report_posted_by_an_integration_appears_on_the_dsls_desk(system, brow
     context.close()
 
 
+def test_sign_in_can_be_asked_for_with_the_keyboard_alone(system, browser: Browser) -> None:
+    context = browser.new_context()
+    context.add_init_script(path=str(AXE))
+    page = context.new_page()
+    page.goto(f"{system.url('web')}/sign-in")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to main content"
+    for _ in range(10):
+        if page.evaluate("document.activeElement.id") == "email":
+            break
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "email"
+    page.keyboard.type("not-an-address")
+    page.keyboard.press("Enter")
+    summary = page.locator(".govuk-error-summary")
+    expect(summary).to_contain_text("Enter an email address in the correct format")
+    expect(page.get_by_label("Your school email address")).to_have_value("not-an-address")  # nothing typed lost
+    assert page.title().startswith("Error: ")
+    check_page(page, "sign-in-error")
+    summary.get_by_role("link").click()
+    assert page.evaluate("document.activeElement.id") == "email"
+    context.close()
+
+
 def test_sign_in_link_works_once_and_sign_out_ends_the_session(system, browser: Browser) -> None:
     context, page = sign_in(browser, system.url("web"), system.mail_dir, DSL_A)
     link = links_in(mail_to(system.mail_dir, DSL_A, "Sign in")[-1], "/sign-in/")[0]

@@ -96,3 +96,14 @@ async def test_the_web_role_cannot_delete_or_rewrite_signin_links(pool) -> None:
     async with pool.acquire() as conn:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("DELETE FROM signin_links")
+
+
+async def test_an_address_gets_at_most_five_live_links_so_the_form_cannot_flood_an_inbox(pool) -> None:
+    ttl = timedelta(minutes=15)
+    async with pool.acquire() as conn:
+        links = [await issue_signin_link(conn, DSL, T0 + timedelta(minutes=i), ttl) for i in range(5)]
+        assert all(links)
+        assert await issue_signin_link(conn, DSL, T0 + timedelta(minutes=5), ttl) is None
+        other = Member("head@school-a.example", "B. Khan", "school-a", "Alder Primary School", "headteacher")
+        assert await issue_signin_link(conn, other, T0 + timedelta(minutes=5), ttl) is not None
+        assert await issue_signin_link(conn, DSL, T0 + timedelta(minutes=15, seconds=1), ttl) is not None

@@ -6,18 +6,20 @@ button, and only that POST, with its CSRF token, signs in or acknowledges."""
 from __future__ import annotations
 
 import re
+from email.message import EmailMessage
 from typing import Annotated
 from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
+from starlette.background import BackgroundTask
 
 from common.tokens import TokenError, TokenExpired, verify_ack_token
 from web import mail
 from web.apis import ApiError
 from web.desk import class_label, role_label
-from web.members import View
+from web.members import Member, View
 from web.pages import (
     Refused,
     apis,
@@ -67,16 +69,27 @@ async def sign_in_request(request: Request, csrf_token: Csrf = None, email: Anno
         return render(request, "sign_in.html", None, status=400, email=email, errors=errors,
                       error_items=list(errors.items()), signed_out=False)
     member = directory(request).find(email)
-    if member is not None:  # the same answer either way: the page must not tell who is a member
+    response = render(request, "check_email.html", None, email=email, minutes=settings(request).signin_link_minutes)
+    if member is not None:  # the same page either way, sent before the mail: it must not tell who is a member
         cfg = settings(request)
         async with request.app.state.runtime.pool.acquire() as conn:
             token = await issue_signin_link(conn, member, now(request), cfg.signin_ttl)
-        link = f"{cfg.public_base_url.rstrip('/')}/sign-in/{token}"
-        await mail.send(mail.signin_message(member, link, cfg.signin_ttl, cfg.mail_from), cfg.smtp_host,
-                        cfg.smtp_port)
-        log.info("web.signin_link_sent", school_id=member.school_id, role=member.role)
-    return render(request, "check_email.html", None, email=email,
-                  minutes=settings(request).signin_link_minutes)
+        if token is None:
+            log.warning("web.signin_links_limited", school_id=member.school_id, role=member.role)
+        else:
+            link = f"{cfg.public_base_url.rstrip('/')}/sign-in/{token}"
+            message = mail.signin_message(member, link, cfg.signin_ttl, cfg.mail_from)
+            response.background = BackgroundTask(_send_signin_mail, message, cfg.smtp_host, cfg.smtp_port, member)
+    return response
+
+
+async def _send_signin_mail(message: EmailMessage, host: str, port: int, member: Member) -> None:
+    try:
+        await mail.send(message, host, port)
+    except Exception:  # after the response: nobody to tell but the log
+        log.exception("web.signin_link_not_sent", school_id=member.school_id, role=member.role)
+        return
+    log.info("web.signin_link_sent", school_id=member.school_id, role=member.role)
 
 
 @router.get("/sign-in/{token}")

@@ -26,7 +26,18 @@ class Session:
         return view_of(self.role)
 
 
-async def issue_signin_link(conn: asyncpg.Connection, member: Member, now: datetime, ttl: timedelta) -> str:
+MAX_LIVE_LINKS = 5  # per address within a link's lifetime: a form cannot be used to flood someone's inbox
+
+
+async def issue_signin_link(
+    conn: asyncpg.Connection, member: Member, now: datetime, ttl: timedelta
+) -> str | None:
+    """A new one-time link, or None when the address already has MAX_LIVE_LINKS issued within `ttl`."""
+    recent = await conn.fetchval(
+        "SELECT count(*) FROM signin_links WHERE email = $1 AND created_at > $2", member.email, now - ttl
+    )
+    if recent >= MAX_LIVE_LINKS:
+        return None
     token = new_secret()
     await conn.execute(
         "INSERT INTO signin_links (token_sha256, email, school_id, role, created_at, expires_at)"
