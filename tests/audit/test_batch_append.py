@@ -10,6 +10,7 @@ from itertools import zip_longest
 import asyncpg
 import pytest
 from aiokafka.structs import ConsumerRecord
+from support.helpers import eventually, produce
 
 from audit.chain import canonical_event_bytes, verify_chain
 from audit.replay import live_states, rebuilt_states
@@ -139,3 +140,45 @@ async def test_a_failure_half_way_through_a_batch_leaves_nothing_written(stack, 
     assert [r.event_id for r in f1] == [e.id for e in good]
     assert [r.event_id for r in f2] == [e.id for e in before[:3]]
     assert verify_chain(f1).ok and verify_chain(f2).intact_up_to == 3
+
+
+async def test_a_poison_event_in_a_consumed_batch_is_dead_lettered_and_the_rest_land_once_in_order(
+    stack, isolation, tmp_path
+):
+    """Through the consumer runner: the failed batch is rolled back whole, re-run one event at a time, the
+    poison goes to the dead-letter topic (and from there into the log as a dead letter), the others land once."""
+    settings = audit_settings(isolation, stack, tmp_path)
+    school, schema = "school-poison", f"{isolation}_audit"
+    good = [new_event(EventType.INCIDENT_REPORTED, source="tests", subject="inc-p", schoolid=school,
+                      data={"incident_id": "inc-p", "n": n}, event_id=f"good-{n}") for n in range(4)]
+    poison = new_event(EventType.INCIDENT_REPORTED, source="tests", subject="inc-p", schoolid=school,
+                       data={"incident_id": "inc-p", "reference": "OSI-\x00"}, event_id="poison-2")
+    values = [e.to_bytes() for e in [*good[:2], poison, *good[2:]]]
+    dead_letter_id = f"{Topic.INCIDENTS_REPORTED.dlq}:{poison.id}"
+
+    async def rows() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(stack.admin_dsn)
+        try:
+            return await conn.fetch(
+                f"SELECT seq, event_id, topic FROM {schema}.audit_records WHERE school_id = $1 ORDER BY seq",  # noqa: S608
+                school,
+            )
+        finally:
+            await conn.close()
+
+    async with running(settings, consume=True) as (app, _):
+        await produce(stack.bootstrap, f"{isolation}.{Topic.INCIDENTS_REPORTED}", values, key=b"inc-p")
+
+        async def landed() -> bool:
+            return dead_letter_id in {r["event_id"] for r in await rows()}
+
+        await eventually(landed, timeout=60, what="the poison event's dead letter in the log")
+        async with app.state.runtime.pool.acquire() as conn:
+            records = await load_records(conn, school)
+            live = await live_states(conn, school)
+    stored = await rows()
+    assert [r["event_id"] for r in stored if r["topic"] == Topic.INCIDENTS_REPORTED] == [e.id for e in good]
+    assert [r["event_id"] for r in stored if r["topic"] == Topic.INCIDENTS_REPORTED.dlq] == [dead_letter_id]
+    assert [r["seq"] for r in stored] == list(range(1, len(good) + 2))
+    assert verify_chain(records).ok
+    assert live["inc-p"]["events"] == len(good)  # the poison never reached the projection
