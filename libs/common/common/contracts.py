@@ -111,6 +111,19 @@ class NotificationFailed(_Contract):
     errors: list[str]
 
 
+class NotificationWithheld(_Contract):
+    """A notice not sent because its incident was acknowledged before it could go out (illegal-class notices
+    are never withheld). Not a failure: nobody needs waking any more."""
+
+    notification_id: str
+    incident_id: str
+    recipient_role: str
+    level: int
+    generation: int
+    acknowledged_at: datetime
+    reason: str
+
+
 class Acknowledger(_Contract):
     role: str
     name: str | None = None

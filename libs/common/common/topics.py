@@ -11,6 +11,7 @@ class Topic(StrEnum):
     NOTIFICATIONS_REQUESTED = "notifications.requested"
     NOTIFICATIONS_DELIVERED = "notifications.delivered"
     NOTIFICATIONS_FAILED = "notifications.failed"
+    NOTIFICATIONS_WITHHELD = "notifications.withheld"
     INCIDENTS_ACKNOWLEDGED = "incidents.acknowledged"
     INCIDENTS_ESCALATED = "incidents.escalated"
     INCIDENTS_ACTIONS = "incidents.actions"
@@ -28,6 +29,7 @@ class EventType(StrEnum):
     NOTIFICATION_REQUESTED = "uk.school.safety.notification.requested.v1"
     NOTIFICATION_DELIVERED = "uk.school.safety.notification.delivered.v1"
     NOTIFICATION_FAILED = "uk.school.safety.notification.failed.v1"
+    NOTIFICATION_WITHHELD = "uk.school.safety.notification.withheld.v1"
     INCIDENT_ACKNOWLEDGED = "uk.school.safety.incident.acknowledged.v1"
     INCIDENT_ESCALATED = "uk.school.safety.incident.escalated.v1"
     INCIDENT_ACTION_RECORDED = "uk.school.safety.incident.action-recorded.v1"
@@ -39,6 +41,7 @@ TOPIC_OF: dict[EventType, Topic] = {
     EventType.NOTIFICATION_REQUESTED: Topic.NOTIFICATIONS_REQUESTED,
     EventType.NOTIFICATION_DELIVERED: Topic.NOTIFICATIONS_DELIVERED,
     EventType.NOTIFICATION_FAILED: Topic.NOTIFICATIONS_FAILED,
+    EventType.NOTIFICATION_WITHHELD: Topic.NOTIFICATIONS_WITHHELD,
     EventType.INCIDENT_ACKNOWLEDGED: Topic.INCIDENTS_ACKNOWLEDGED,
     EventType.INCIDENT_ESCALATED: Topic.INCIDENTS_ESCALATED,
     EventType.INCIDENT_ACTION_RECORDED: Topic.INCIDENTS_ACTIONS,
@@ -59,7 +62,8 @@ CONSUMERS: dict[Topic, frozenset[str]] = {
     Topic.NOTIFICATIONS_REQUESTED: frozenset({"notify", "intake", "audit"}),
     Topic.NOTIFICATIONS_DELIVERED: frozenset({"intake", "audit"}),
     Topic.NOTIFICATIONS_FAILED: frozenset({"triage", "intake", "audit"}),
-    Topic.INCIDENTS_ACKNOWLEDGED: frozenset({"triage", "intake", "audit"}),
+    Topic.NOTIFICATIONS_WITHHELD: frozenset({"audit"}),
+    Topic.INCIDENTS_ACKNOWLEDGED: frozenset({"triage", "notify", "intake", "audit"}),
     Topic.INCIDENTS_ESCALATED: frozenset({"intake", "audit"}),
     Topic.INCIDENTS_ACTIONS: frozenset({"triage", "intake", "audit"}),
 }
