@@ -25,7 +25,7 @@ from common.events import CloudEvent, new_event, utc_now
 from common.tokens import verify_ack_token
 from common.topics import EventType
 from notify.config import NotifySettings
-from notify.consumer import requested_handler
+from notify.consumer import acknowledged_handler, requested_handler
 from notify.main import NotifyService, build
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"oakfield-webhook-signing-key-32b").decode()
@@ -361,3 +361,59 @@ async def test_send_never_recorded_is_sent_again_with_the_same_id_and_reported_o
     ids = [m["Message-ID"] for m in smtp_server.mailbox.messages]
     assert ids == [f"<{request.notification_id}@oakfield.example>"] * 2
     assert [e.data["notification_id"] for e in delivered] == [request.notification_id]
+
+
+# ---------------------------------------------------------------- acknowledged before it went out
+
+
+def acknowledged(incident_id: str, at: object) -> CloudEvent:
+    return new_event(EventType.INCIDENT_ACKNOWLEDGED, source="tests", subject=incident_id, schoolid="school-a",
+                     data={"incident_id": incident_id, "by": {"role": "dsl"}, "at": str(at), "via": "link"})
+
+
+async def test_notice_of_an_incident_acknowledged_before_it_went_out_is_withheld_and_reported(
+    stack, isolation, smtp_server, make_request
+):
+    settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False)
+    service = await start(settings, consume=False)
+    routine = fresh(make_request, incident_id=str(uuid.uuid4()), incident_class=IncidentClass.INAPPROPRIATE,
+                    urgency=Urgency.NORMAL, recipient=recipient((ChannelKind.EMAIL, "online.safety@oakfield.example"),
+                                                                role="online_safety_coordinator"))
+    illegal = fresh(make_request, incident_id=str(uuid.uuid4()),
+                    recipient=recipient((ChannelKind.EMAIL, "head@oakfield.example"), role="headteacher"))
+    later = fresh(make_request, incident_id=str(uuid.uuid4()), incident_class=IncidentClass.INAPPROPRIATE,
+                  urgency=Urgency.NORMAL, recipient=recipient((ChannelKind.EMAIL, "it@oakfield.example"),
+                                                              role="it_technician"))
+    try:
+        t0 = utc_now()
+        async with service.runtime.pool.acquire() as conn, conn.transaction():
+            for request in (routine, illegal, later):
+                await requested_handler()(requested(request), conn)
+            on_ack = acknowledged_handler()
+            # The first two are acknowledged after they were requested; the third was requested after its
+            # acknowledgement (an overdue action's re-notice), so it still goes.
+            await on_ack(acknowledged(routine.incident_id, t0 + timedelta(seconds=1)), conn)
+            await on_ack(acknowledged(routine.incident_id, t0 + timedelta(seconds=30)), conn)  # the first counts
+            await on_ack(acknowledged(illegal.incident_id, t0 + timedelta(seconds=1)), conn)
+            await on_ack(acknowledged(later.incident_id, t0 - timedelta(minutes=5)), conn)
+        result = await service.deliverer.deliver_due(t0 + timedelta(seconds=2))
+        assert (result.withheld, result.sent, result.failed) == (1, 2, 0)
+        [withheld] = await outcome_events(stack, isolation, "notifications.withheld", expect=1, timeout=20)
+        failed = await outcome_events(stack, isolation, "notifications.failed", expect=1, timeout=1)
+        # Withheld is final: a later pass claims nothing.
+        again = await service.deliverer.deliver_due(t0 + timedelta(minutes=10))
+    finally:
+        await service.runtime.stop()
+
+    sent_ids = {m["Message-ID"] for m in smtp_server.mailbox.messages}
+    assert sent_ids == {f"<{illegal.notification_id}@oakfield.example>", f"<{later.notification_id}@oakfield.example>"}
+    assert withheld.type is EventType.NOTIFICATION_WITHHELD and withheld.subject == routine.incident_id
+    assert withheld.data["notification_id"] == routine.notification_id
+    assert withheld.data["recipient_role"] == "online_safety_coordinator"
+    assert withheld.data["acknowledged_at"].startswith((t0 + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S"))
+    assert "acknowledged" in withheld.data["reason"]
+    assert failed == []
+    states = {r["notification_id"]: r["state"] for r in await delivery_rows(stack, isolation)}
+    assert states == {routine.notification_id: "withheld", illegal.notification_id: "sent",
+                      later.notification_id: "sent"}
+    assert again.claimed == 0

@@ -6,14 +6,20 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from common.consumer import Handler
-from common.contracts import NotificationRequested
+from common.contracts import IncidentAcknowledged, NotificationRequested
 from common.db import Connection
 from common.events import Clock, CloudEvent, describe_problems, utc_now
 
 _INSERT = (
     "INSERT INTO deliveries (notification_id, incident_id, school_id, event_id, correlation_id, request,"
-    " next_attempt_at, received_at) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $7)"
+    " next_attempt_at, received_at, requested_at) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $7, $8)"
     " ON CONFLICT (notification_id) DO NOTHING"
+)
+# The earliest acknowledgement counts: a notice requested before it is withheld.
+_ACKNOWLEDGED = (
+    "INSERT INTO acknowledgements (incident_id, acknowledged_at, by_role) VALUES ($1, $2, $3)"
+    " ON CONFLICT (incident_id) DO UPDATE SET acknowledged_at = EXCLUDED.acknowledged_at, by_role = EXCLUDED.by_role"
+    " WHERE EXCLUDED.acknowledged_at < acknowledgements.acknowledged_at"
 )
 
 
@@ -45,8 +51,20 @@ def requested_handler(clock: Clock = utc_now, wake_channel: str | None = None) -
             event.correlationid,
             request.model_dump_json(),
             clock(),
+            event.time,
         )
         if wake_channel is not None:  # delivered at commit: the delivery loop starts at once
             await conn.execute("SELECT pg_notify($1, '')", wake_channel)
+
+    return handle
+
+
+def acknowledged_handler() -> Handler:
+    """The handler for incidents.acknowledged: remembers when the incident was first acknowledged, so the
+    delivery loop withholds the notices requested before then that have not gone out yet."""
+
+    async def handle(event: CloudEvent, conn: Connection) -> None:
+        ack = IncidentAcknowledged.model_validate(event.data)
+        await conn.execute(_ACKNOWLEDGED, ack.incident_id, ack.at, ack.by.role)
 
     return handle

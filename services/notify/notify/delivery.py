@@ -1,7 +1,8 @@
 """The delivery loop: claim due deliveries, send them on the contact's channels in order, record the outcome.
 
 One pass (`deliver_due(now)`) is three short steps, and the clock is a parameter so tests need not sleep:
-1. claim: in one transaction, `SELECT ... FOR UPDATE SKIP LOCKED` the rows that are due; the throttle
+1. claim: in one transaction, `SELECT ... FOR UPDATE SKIP LOCKED` the rows that are due; a row whose incident
+   was acknowledged after it was requested is withheld (`notifications.withheld`), unless illegal-class; the throttle
    decides which fresh ones go now (alone or grouped into one digest per address) and which are held
    until their window closes; the ones going now are marked 'sending' with a lease;
 2. send, outside any transaction, every batch side by side;
@@ -31,9 +32,11 @@ import structlog
 from common.contracts import (
     ChannelAddress,
     ChannelKind,
+    IncidentClass,
     NotificationDelivered,
     NotificationFailed,
     NotificationRequested,
+    NotificationWithheld,
 )
 from common.db import Connection
 from common.events import Clock, CloudEvent, utc_now
@@ -58,10 +61,11 @@ EVENT_NAMESPACE = uuid.UUID("a3c1d7e2-54b8-4f0e-9c61-8d2e7f3b9a14")
 SOURCE = "urn:online-safety:notify"
 
 _CLAIM = (
-    "SELECT notification_id, event_id, correlation_id, request, state, channel_index, attempts,"
-    " total_attempts, received_at, errors FROM deliveries"
-    " WHERE state IN ('pending', 'held', 'sending') AND next_attempt_at <= $1"
-    " ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+    "SELECT d.notification_id, d.event_id, d.correlation_id, d.request, d.state, d.channel_index, d.attempts,"
+    " d.total_attempts, d.received_at, d.errors, d.requested_at, a.acknowledged_at"
+    " FROM deliveries d LEFT JOIN acknowledgements a ON a.incident_id = d.incident_id"
+    " WHERE d.state IN ('pending', 'held', 'sending') AND d.next_attempt_at <= $1"
+    " ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED"
 )
 
 
@@ -77,6 +81,8 @@ class _Item:
     total_attempts: int
     received_at: datetime
     errors: list[str]
+    requested_at: datetime | None = None
+    acknowledged_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> _Item:
@@ -84,12 +90,25 @@ class _Item:
             row["notification_id"], row["event_id"], row["correlation_id"],
             NotificationRequested.model_validate_json(row["request"]), row["state"], row["channel_index"],
             row["attempts"], row["total_attempts"], row["received_at"], list(json.loads(row["errors"])),
+            row["requested_at"], row["acknowledged_at"],
         )
 
     @property
     def fresh(self) -> bool:
         """Never tried yet, on its first channel: the throttle may group or hold it."""
         return self.state in ("pending", "held") and self.attempts == 0 and self.channel_index == 0
+
+    @property
+    def overtaken_by_acknowledgement(self) -> bool:
+        """Requested before its incident was acknowledged, and not illegal-class (those always go: the
+        headteacher and the DSL must both know). A notice requested after the acknowledgement (an overdue
+        action's re-notice) still goes; so does one whose request time is unknown (rows from before 0002)."""
+        return (
+            self.acknowledged_at is not None
+            and self.requested_at is not None
+            and self.requested_at <= self.acknowledged_at
+            and self.request.incident_class is not IncidentClass.ILLEGAL
+        )
 
 
 @dataclass(frozen=True)
@@ -120,10 +139,11 @@ class PassResult:
     fell_back: int = 0
     failed: int = 0
     held: int = 0
+    withheld: int = 0
 
     @property
     def claimed(self) -> int:
-        return self.sent + self.retried + self.fell_back + self.failed + self.held
+        return self.sent + self.retried + self.fell_back + self.failed + self.held + self.withheld
 
 
 class Deliverer:
@@ -157,7 +177,7 @@ class Deliverer:
         total = PassResult()
         for _ in range(50):  # bounded: each round moves every claimed row on
             result = await self._one_round(now)
-            for name in ("sent", "retried", "fell_back", "failed", "held"):
+            for name in ("sent", "retried", "fell_back", "failed", "held", "withheld"):
                 setattr(total, name, getattr(total, name) + getattr(result, name))
             if result.fell_back == 0 and result.claimed < self._config.batch_size:
                 break
@@ -188,6 +208,10 @@ class Deliverer:
             if not rows:
                 return []
             items = [_Item.from_row(r) for r in rows]
+            overtaken = [i for i in items if i.overtaken_by_acknowledgement]
+            if overtaken:
+                result.withheld += await self._record_withheld(conn, overtaken, now)
+                items = [i for i in items if not i.overtaken_by_acknowledgement]
             by_id = {i.notification_id: i for i in items}
             fresh = [i for i in items if i.fresh]
             batches = [_single(i) for i in items if not i.fresh]
@@ -278,6 +302,29 @@ class Deliverer:
         return render_digest(items)
 
     # ------------------------------------------------------------------ outcomes
+
+    async def _record_withheld(self, conn: Connection, items: list[_Item], now: datetime) -> int:
+        """Not sent: the incident was acknowledged before these went out. Reported as such, not as failed
+        (triage would escalate on a failure)."""
+        await conn.execute(
+            "UPDATE deliveries SET state = 'withheld', finished_at = $2, updated_at = $2,"
+            " last_error = 'withheld: the incident was acknowledged before it was sent'"
+            " WHERE notification_id = ANY($1::text[])",
+            [i.notification_id for i in items], now,
+        )
+        events = []
+        for item in items:
+            r = item.request
+            assert item.acknowledged_at is not None  # overtaken_by_acknowledgement
+            data = NotificationWithheld(
+                notification_id=r.notification_id, incident_id=r.incident_id, recipient_role=r.recipient.role,
+                level=r.level, generation=r.generation, acknowledged_at=item.acknowledged_at,
+                reason="the incident was acknowledged before this notice was sent",
+            )
+            events.append(_event(EventType.NOTIFICATION_WITHHELD, item, data.model_dump(mode="json"), now))
+        await enqueue(conn, events)
+        log.info("notify.withheld", notifications=len(items))
+        return len(items)
 
     async def _record_sent(self, conn: Connection, batch: _Batch, receipt: DeliveryReceipt, now: datetime) -> int:
         events: list[CloudEvent] = []

@@ -21,7 +21,7 @@ from notify.channels.govuk_notify import GovUkNotifyChannel, GovUkNotifySettings
 from notify.channels.smtp import SmtpChannel, SmtpSettings
 from notify.channels.webhook import WebhookChannel
 from notify.config import NotifySettings
-from notify.consumer import requested_handler
+from notify.consumer import acknowledged_handler, requested_handler
 from notify.delivery import Deliverer, DeliveryConfig, wake_channel
 from notify.retry import BackoffPolicy
 from notify.throttle import ThrottlePolicy
@@ -122,7 +122,10 @@ def build(
     spec = ServiceSpec(
         settings=settings,
         migrations=load_migrations("notify.migrations"),
-        handlers={Topic.NOTIFICATIONS_REQUESTED.value: handler} if consume else {},
+        handlers={
+            Topic.NOTIFICATIONS_REQUESTED.value: handler,
+            Topic.INCIDENTS_ACKNOWLEDGED.value: acknowledged_handler(),
+        } if consume else {},
         background=[delivery_loop] if settings.delivery_loop else [],
     )
     runtime = Runtime(spec)
