@@ -156,3 +156,13 @@ async def test_log_line_while_handling_an_event_with_a_pupils_name_carries_no_tr
 
 async def _true_if(items: list[str]) -> bool:
     return bool(items)
+
+
+async def test_a_service_stopped_while_its_consumer_joins_the_group_stops_at_once(stack, isolation):
+    runtime = sample_runtime(settings_for(isolation, stack.admin_dsn, stack.bootstrap))
+    await runtime.start()
+    await asyncio.sleep(0.3)  # the consumer is still joining (Tansu holds a JoinGroup about 5 s)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await runtime.stop()
+    assert loop.time() - started < 2.0

@@ -65,13 +65,20 @@ async def _publish(producer: Runtime, events: list[CloudEvent]) -> None:
     await eventually(published, what="the producer's outbox to be published")
 
 
-async def _effects_of(stack, isolation: str, events: list[CloudEvent]) -> None:
-    ids = {e.id for e in events}
+async def _effects_of(stack, isolation: str, events: list[CloudEvent], producer: Runtime | None = None) -> None:
+    ids = {e.id: e.topic.value for e in events}
 
     async def all_there() -> bool:
-        return ids <= set(await effects(stack.admin_dsn, f"{isolation}_sample"))
+        return set(ids) <= set(await effects(stack.admin_dsn, f"{isolation}_sample"))
 
-    await eventually(all_there, timeout=60, what=f"the effects of {len(ids)} events")
+    try:
+        await eventually(all_there, timeout=60, what=f"the effects of {len(ids)} events")
+    except AssertionError as exc:
+        missing = sorted(t for i, t in ids.items() if i not in await effects(stack.admin_dsn, f"{isolation}_sample"))
+        watch = producer.broker_watch if producer is not None else None
+        seen = f"losses {watch.losses_total}, re-driven {watch.redriven_total}" if watch else ""
+        held = await _end_offsets(stack, isolation)
+        raise AssertionError(f"{exc}: missing on {missing}; {seen}; broker holds {held}") from None
 
 
 async def _safe_everywhere(stack, isolation: str) -> bool:
@@ -109,7 +116,7 @@ async def test_events_the_broker_lost_before_they_were_consumed_are_each_process
 
         consumer = _consumer(isolation, stack)
         await consumer.start()
-        await _effects_of(stack, isolation, unconsumed)
+        await _effects_of(stack, isolation, unconsumed, producer)
         await asyncio.sleep(2.0)  # room for any repeat to show itself
         assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in consumed + unconsumed}
         assert producer.broker_watch.losses_total >= len(TOPICS)

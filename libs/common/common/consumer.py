@@ -101,6 +101,7 @@ class ConsumerRunner:
         self._raw_handlers = dict(raw_handlers or {})
         self._partitions = partitions
         self._max_batch = max_batch
+        self._closing: set[asyncio.Task[None]] = set()
         self.processed_total = 0
         self.dead_lettered_total = 0
         self.lag = 0
@@ -111,7 +112,9 @@ class ConsumerRunner:
         while not stop.is_set():
             consumer: AIOKafkaConsumer | None = None
             try:
-                consumer = await self._start_consumer()
+                consumer = await self._start_unless_stopped(stop)
+                if consumer is None:
+                    return
                 backoff = 0.5
                 await self._consume(consumer, stop)
             except (KafkaError, OSError) as exc:
@@ -121,6 +124,21 @@ class ConsumerRunner:
             finally:
                 if consumer is not None:
                     await consumer.stop()
+
+    async def _start_unless_stopped(self, stop: asyncio.Event) -> AIOKafkaConsumer | None:
+        """Start the Kafka consumer, or give up as soon as `stop` is set: joining the group can take seconds,
+        and a service being stopped (or a test) should not wait for it."""
+        starting = asyncio.ensure_future(self._start_consumer())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if starting.done():
+            return starting.result()
+        starting.cancel()  # _start_consumer closes the half-started consumer on its way out
+        await asyncio.gather(starting, return_exceptions=True)
+        return None
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
         physical = [self._topics.physical(t) for t in [*self._handlers, *self._raw_handlers]]
@@ -139,6 +157,13 @@ class ConsumerRunner:
         )
         try:
             await consumer.start()
+        except asyncio.CancelledError:
+            # Stopped while joining the group: closing now would wait for the join to finish (Tansu holds a
+            # JoinGroup about 5 s), so the close finishes in the background while the service stops.
+            closing = asyncio.create_task(consumer.stop())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+            raise
         except BaseException:
             await consumer.stop()
             raise
