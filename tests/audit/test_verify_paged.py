@@ -1,4 +1,4 @@
-"""Verification reads the log a page at a time: over a log many pages long it finds what reading it whole
+"""Verification and search read the log a page at a time: over a log many pages long it finds what reading it whole
 finds, an intact log and its checkpoints, a changed record, a rewritten-and-rehashed one at the end of a page,
 and two records swapped across a page boundary."""
 
@@ -11,10 +11,12 @@ import pytest
 
 from audit.chain import canonical_event_bytes, canonical_json
 from audit.checkpoints import checkpoint_all
+from audit.projection import rebuild
+from audit.replay import folded_states, live_states, load_events, logged_pages
 from audit.store import Entry, append_many, load_records, record_pages
 from audit.verify import verify_school
 
-from .service_support import audit_settings, incident_events, running
+from .service_support import audit_settings, incident_events, log_events, running
 
 PAGE = 7  # 50 records are eight pages
 
@@ -90,3 +92,21 @@ async def test_paged_verification_finds_what_a_whole_read_finds(stack, isolation
     assert rehashed["intact_up_to"] == 20
     assert swapped["problem"]["kind"] == "reordered" and swapped["problem"]["seq"] in (14, 15), swapped
     assert swapped["intact_up_to"] == 13
+
+
+async def test_search_folds_the_log_a_page_at_a_time_into_the_same_states(stack, isolation, tmp_path):
+    settings = audit_settings(isolation, stack, tmp_path)
+    school = "school-p-search"
+    async with running(settings) as (app, _):
+        pool = app.state.runtime.pool
+        for n in range(3):  # 21 records: six pages of 4
+            await log_events(pool, incident_events(school, f"inc-search-{n}", minutes_to_ack=5 + n))
+        async with pool.acquire() as conn:
+            paged = await folded_states(conn, school, page_size=4)
+            whole = rebuild(e.event for e in await load_events(conn, school))
+            live = await live_states(conn, school)
+            sizes = [len(p) async for p in logged_pages(conn, school, page_size=4)]
+    assert sizes == [4, 4, 4, 4, 4, 1]
+    assert paged == whole == live
+    assert sorted(paged) == ["inc-search-0", "inc-search-1", "inc-search-2"]
+    assert [s["events"] for s in paged.values()] == [7, 7, 7]

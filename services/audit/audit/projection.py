@@ -4,6 +4,7 @@ rebuilds it from scratch on replay, so the two can be compared field by field.""
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 from common.topics import EventType
@@ -124,9 +125,10 @@ def apply(state: State | None, event: dict[str, Any]) -> State | None:
     return s
 
 
-def rebuild(events: list[dict[str, Any]]) -> dict[str, State]:
-    """Every incident's state from its events in log order, starting from nothing."""
-    states: dict[str, State] = {}
+def rebuild(events: Iterable[dict[str, Any]], into: dict[str, State] | None = None) -> dict[str, State]:
+    """Every incident's state from its events in log order, starting from nothing (or, a page at a time,
+    from the states folded so far: `into`, which is updated and returned)."""
+    states: dict[str, State] = {} if into is None else into
     for event in events:
         incident = incident_id_of(event)
         if incident is None:

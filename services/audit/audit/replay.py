@@ -4,6 +4,7 @@ consumer, or rebuild the incident state projections from scratch and compare the
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,8 @@ from audit.reports import belongs_to
 from audit.store import READS_TOPIC
 from common.db import Connection
 from common.topics import DLQ_SUFFIX
+
+PAGE_SIZE = 5000
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,37 @@ async def load_events(
     if incident_id is not None:
         events = [e for e in events if belongs_to(e.event, incident_id)]
     return events
+
+
+async def logged_pages(
+    conn: Connection, school_id: str, *, page_size: int = PAGE_SIZE
+) -> AsyncGenerator[list[LoggedEvent], None]:
+    """A school's logged events in seq order, `page_size` at a time (keyset pages on the primary key), so that
+    a reader of the whole log holds one page, not the log."""
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, not {page_size}")
+    after = 0
+    while True:
+        rows = await conn.fetch(
+            "SELECT seq, topic, recorded_at, event FROM audit_records WHERE school_id = $1 AND seq > $2"
+            " ORDER BY seq LIMIT $3",
+            school_id, after, page_size,
+        )
+        if not rows:
+            return
+        yield [LoggedEvent(r["seq"], r["topic"], r["recorded_at"], bytes(r["event"]), json.loads(r["event"]))
+               for r in rows]
+        if len(rows) < page_size:
+            return
+        after = rows[-1]["seq"]
+
+
+async def folded_states(conn: Connection, school_id: str, *, page_size: int = PAGE_SIZE) -> dict[str, State]:
+    """Every incident's state folded from the whole log a page at a time: memory holds the states and a page."""
+    states: dict[str, State] = {}
+    async for page in logged_pages(conn, school_id, page_size=page_size):
+        rebuild((e.event for e in page), into=states)
+    return states
 
 
 def timeline_lines(events: list[LoggedEvent]) -> list[str]:

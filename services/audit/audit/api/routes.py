@@ -14,8 +14,7 @@ from audit.api.access import Reader, reader, require_pupil_fields
 from audit.checkpoint import LogSigner
 from audit.config import AuditSettings
 from audit.merkle import MerkleTree
-from audit.projection import rebuild
-from audit.replay import compare_with_live, load_events
+from audit.replay import compare_with_live, folded_states, logged_pages
 from audit.reports import belongs_to, report_csv, search, termly_report, timeline_entry
 from audit.store import load_records, record_read
 from audit.verify import verify_school
@@ -69,10 +68,11 @@ async def timeline(
 ) -> dict[str, Any]:
     """Every event of an incident in log order: who was told, when, by which channel, who acknowledged."""
     full = require_pupil_fields(who, pupil_fields)
+    entries: list[dict[str, Any]] = []
     async with _runtime(request).pool.acquire() as conn:
-        rows = await load_events(conn, who.school_id)
-    entries = [timeline_entry(r.seq, r.topic, r.recorded_at, r.event, full=full)
-               for r in rows if belongs_to(r.event, incident_id)]
+        async for page in logged_pages(conn, who.school_id):
+            entries += [timeline_entry(r.seq, r.topic, r.recorded_at, r.event, full=full)
+                        for r in page if belongs_to(r.event, incident_id)]
     if not entries:
         raise HTTPException(404, f"no events of incident {incident_id} in this school's log")
     await _record(request, who, "timeline", {"incident_id": incident_id, "pupil_fields": full})
@@ -89,8 +89,7 @@ async def find_incidents(
 ) -> dict[str, Any]:
     """Incidents by period reported, class, risk area and status (as folded from the log)."""
     async with _runtime(request).pool.acquire() as conn:
-        rows = await load_events(conn, who.school_id)
-    states = rebuild([r.event for r in rows])
+        states = await folded_states(conn, who.school_id)
     found = search(states, start=start, end=end, incident_class=incident_class, risk_area=risk_area, status=status)
     await _record(request, who, "search", {"from": start.isoformat() if start else None,
                                            "to": end.isoformat() if end else None, "class": incident_class,
@@ -108,9 +107,8 @@ async def termly(
     """Counts by class and risk area, time to first acknowledgement (p50/p90), escalations, overdue
     reminders and referrals, for incidents reported in the period."""
     async with _runtime(request).pool.acquire() as conn:
-        rows = await load_events(conn, who.school_id)
-    states = list(rebuild([r.event for r in rows]).values())
-    report = termly_report(search({s["incident_id"]: s for s in states}, start=start, end=end), start, end)
+        states = await folded_states(conn, who.school_id)
+    report = termly_report(search(states, start=start, end=end), start, end)
     await _record(request, who, "termly_report", {"from": start.isoformat() if start else None,
                                                   "to": end.isoformat() if end else None, "format": format})
     if format == "csv":
