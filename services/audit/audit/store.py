@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
 from audit.chain import AuditRecord, ChainHead, canonical_json, next_record
 from audit.projection import apply, incident_id_of
 from common.consumer import BatchedRawHandler, Delivery, RawHandler
@@ -26,7 +28,7 @@ _SCHOOL = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _COLUMNS = "school_id, seq, event_id, topic, event, recorded_at, prev_hash, hash"
 
 
-def row_to_record(row: Mapping[str, Any]) -> AuditRecord:
+def row_to_record(row: Mapping[str, Any] | asyncpg.Record) -> AuditRecord:
     return AuditRecord(
         school_id=row["school_id"], seq=row["seq"], event_id=row["event_id"], topic=row["topic"],
         event=bytes(row["event"]), recorded_at=row["recorded_at"], prev_hash=bytes(row["prev_hash"]),
