@@ -1,4 +1,4 @@
-"""docker-compose.yml is valid Compose and wires the four services to Kafka and PostgreSQL.
+"""docker-compose.yml is valid Compose and wires the services (and the web app) to Kafka and PostgreSQL.
 
 The schema is the Compose specification's own JSON schema as vendored by check-jsonschema (its builtin
 `vendor.compose-spec`), so the test needs neither a Docker engine nor the network.
@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
-SERVICES = ("intake", "triage", "notify", "audit")
+SERVICES = ("intake", "triage", "notify", "audit", "web")
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +82,11 @@ def test_notify_is_pointed_at_an_smtp_server(compose: dict[str, Any]) -> None:
     env = compose["services"]["notify"]["environment"]
 
     assert env["SMTP_HOST"] and env["SMTP_PORT"]
+
+
+def test_the_web_app_reaches_intake_and_audit_and_sends_sign_in_mail(compose: dict[str, Any]) -> None:
+    env = compose["services"]["web"]["environment"]
+
+    assert env["INTAKE_URL"] == "http://intake:8000" and env["AUDIT_URL"] == "http://audit:8000"
+    assert env["SMTP_HOST"] and env["SMTP_PORT"]
+    assert "8005" in env["PUBLIC_BASE_URL"]  # notifications' links open the web app's pages
