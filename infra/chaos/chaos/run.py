@@ -36,8 +36,9 @@ class ChaosConfig:
     drain_timeout: float = 300.0  # after the load stops, how long everything may take to come through
     # Notify's digest window and send lease, shortened from 120 s so that a run of minutes sees digests close
     # and an unrecorded send retried; both are ordinary settings (THROTTLE_WINDOW_SECONDS, SEND_LEASE_SECONDS).
+    # The lease stays above notify's SMTP timeout (30 s), or a slow send could be claimed and sent again.
     throttle_window: float = 10.0
-    send_lease: float = 30.0
+    send_lease: float = 45.0
     keep_var: bool = False
 
 

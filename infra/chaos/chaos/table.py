@@ -42,8 +42,11 @@ def render(result: ChaosResult) -> list[str]:
         if not kills and component not in c.components:
             continue
         back = max((k.ready_after for k in kills if k.ready_after is not None), default=None)
-        caught = [k.caught_up_after for k in kills]
-        longest = "-" if not kills else ("not caught up" if None in caught else _seconds(max(caught)))  # type: ignore[type-var]
+        caught = [k.caught_up_after for k in kills if k.caught_up_after is not None]
+        never = len(kills) - len(caught)
+        longest = _seconds(max(caught)) if caught else "-"
+        if never:
+            longest += f" ({never} of {len(kills)} never: something accepted before the kill never came through)"
         allowed = len(kills) if component == "notify" else 0
         lines.append(f"| {component} | {len(kills)} | {_seconds(back)} | {longest} |"
                      f" {result.duplicates_by_component.get(component, 0)} | {allowed} |")
