@@ -145,7 +145,7 @@ async def steady(intake: str, mailbox: Mailbox, rate: float, seconds: float, cli
 async def rows(rate: float = 100.0, seconds: float = 10.0) -> list[tuple[str, str, str]]:
     var = Path(tempfile.mkdtemp(prefix="ose-bench-e2e-"))
     var.chmod(0o755)  # noqa: S103 - PostgreSQL runs as its own OS user and must reach its data dir
-    ports = {name: free_port() for name in ("POSTGRES", "BROKER", "SMTP", "INTAKE", "TRIAGE", "NOTIFY", "AUDIT")}
+    ports = {name: free_port() for name in ("POSTGRES", "BROKER", "SMTP", "INTAKE", "TRIAGE", "NOTIFY", "AUDIT", "WEB")}
     proc = _start(var, ports)
     try:
         state: dict[str, Any] = await asyncio.to_thread(wait_ready, var, 180)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import socket
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -91,12 +93,20 @@ class SmtpChannel:
                 use_tls=s.implicit_tls,
                 tls_context=s.tls_context,
                 timeout=s.timeout_seconds,
+                # Named once: left unset, aiosmtplib looks up the FQDN in a worker thread for every connection.
+                local_hostname=_local_hostname(),
             )
         except aiosmtplib.SMTPException as exc:
             raise _classify(exc) from exc
         except OSError as exc:  # refused, reset, unreachable, TLS failure
             raise RetryableDeliveryError(f"SMTP server unreachable ({type(exc).__name__})") from exc
         return DeliveryReceipt(ChannelKind.EMAIL, message.message_id, str(email["Message-ID"]), reply.strip())
+
+
+@functools.cache
+def _local_hostname() -> str:
+    """How this host introduces itself in EHLO."""
+    return socket.getfqdn()
 
 
 def _classify(exc: aiosmtplib.SMTPException) -> DeliveryError:
