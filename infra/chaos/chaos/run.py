@@ -206,7 +206,7 @@ async def _run(
     catching_up: list[asyncio.Task[None]] = []
     for offset, component in schedule(config, rng):
         await asyncio.sleep(max(0.0, began + offset - time.monotonic()))
-        log(f"{time.monotonic() - began:6.1f}s kill {component}")
+        log(f"{time.monotonic() - began:6.1f}s kill {component} ({time.strftime('%H:%M:%S', time.gmtime())} UTC)")
         kill = await kill_and_wait(stack, component)
         readyz = f"; intake /readyz just after the kill: {kill.readyz}" if kill.readyz else ""
         log(f"{time.monotonic() - began:6.1f}s {component} back: pid {kill.new_pid}, answering "
