@@ -1,6 +1,7 @@
 """Triage's event handlers: a report is classified, planned, stored and its first notices requested;
 acknowledgements, actions and failed notices move the stored escalation on. Each runs in the consumer's
-transaction (inbox + outbox), so an event handled twice has one effect."""
+transaction (inbox + outbox), so an event handled twice has one effect. Reports come a partition batch at a
+time and are written set-wise (`triage.new_incidents`)."""
 
 from __future__ import annotations
 
@@ -8,47 +9,28 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import structlog
+from asyncpg import Record
 
-from common.consumer import Handler
+from common.consumer import BatchedRawHandler, Delivery, Handler, RawHandler
 from common.contracts import (
     ActionKind,
-    Agency,
-    ChannelAddress,
     IncidentAcknowledged,
     IncidentActionRecorded,
     IncidentReported,
     NotificationFailed,
-    Recipient,
-    Reminder,
 )
 from common.db import Connection
-from common.events import CloudEvent
-from common.outbox import enqueue
-from common.topics import EventType, Topic
+from common.events import CloudEvent, MalformedEvent
+from common.logging import event_context
+from common.topics import Topic
 from triage.chain import next_step
 from triage.classify import classify
 from triage.escalation import plan_escalation, reminders_closed_by
-from triage.policy import PolicyBook, SchoolPolicy
-from triage.state import (
-    IncidentState,
-    apply_step,
-    derived_id,
-    event_for,
-    lock_incident,
-    request_notices,
-)
+from triage.new_incidents import CLOSABLE, PlannedIncident, store_new_incidents
+from triage.policy import PolicyBook
+from triage.state import apply_step, lock_incident
 
 log = structlog.get_logger(__name__)
-
-# Reminders an action can close: only these can be overdue and re-notify their owner. A standing
-# instruction ("do not view, copy, share or delete") is in every notice but is never "overdue".
-CLOSABLE: frozenset[str] = frozenset(
-    code
-    for action in ActionKind
-    if action is not ActionKind.INCIDENT_CLOSED
-    for agency in (None, *Agency)
-    for code in reminders_closed_by(action, agency)
-)
 
 Clock = Callable[[], datetime]
 
@@ -60,6 +42,7 @@ class TriageHandlers:
         self.reminder_min_period = reminder_min_period
 
     def handlers(self) -> Mapping[str, Handler]:
+        """Every topic triage consumes, each as a per-event handler."""
         return {
             Topic.INCIDENTS_REPORTED.value: self.on_reported,
             Topic.INCIDENTS_ACKNOWLEDGED.value: self.on_acknowledged,
@@ -67,73 +50,55 @@ class TriageHandlers:
             Topic.NOTIFICATIONS_FAILED.value: self.on_notification_failed,
         }
 
+    def raw_handlers(self) -> Mapping[str, RawHandler]:
+        """What the consumer runs instead of `handlers()` for a topic: reports a partition batch at a time."""
+        return {Topic.INCIDENTS_REPORTED.value: BatchedRawHandler(self.on_reported_batch)}
+
     # --- incidents.reported -------------------------------------------------------------------------------
 
     async def on_reported(self, event: CloudEvent, conn: Connection) -> None:
-        reported = IncidentReported.model_validate(event.data)
-        report = reported.report
-        policy = self.policies.for_school(report.school_id)
-        now = self.clock()
-        classification = classify(report)
-        plan = plan_escalation(report, classification, policy, now)
-        # RETURNING gives the new row's state, locked by the insert itself: no second look-up.
-        inserted = await conn.fetchrow(
-            "INSERT INTO incidents (id, reference, school_id, correlation_id, incident_class, urgency, risk_area, "
-            "policy_version, chain, context, level, repeat, next_due_at, triaged_at, updated_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, $14) "
-            "ON CONFLICT (id) DO NOTHING RETURNING generation, status, exhausted",
-            reported.incident_id, reported.reference, report.school_id, event.correlationid,
-            classification.incident_class.value, classification.urgency.value, classification.risk_area.value,
-            plan.chain.policy_version, plan.chain.model_dump_json(), plan.context.model_dump_json(),
-            plan.cursor.level, plan.cursor.repeat, plan.cursor.next_due_at, now,
-        )
-        if inserted is None:
-            log.info("triage.report_already_triaged", incident_id=reported.incident_id)
-            return
-        await self._store_reminders(conn, reported.incident_id, plan.reminders, policy, now)
-        incident = IncidentState(
-            id=reported.incident_id, reference=reported.reference, school_id=report.school_id,
-            correlation_id=event.correlationid, chain=plan.chain, context=plan.context,
-            generation=inserted["generation"], status=inserted["status"], cursor=plan.cursor,
-            exhausted=inserted["exhausted"],
-        )
-        triaged = plan.triaged(incident_id=reported.incident_id, reference=reported.reference)
-        events = [_caused(event, incident, "triaged", triaged.model_dump(mode="json"), now)]
-        events += await request_notices(conn, incident, plan.first_notices, repeat=0, now=now, caused_by=event)
-        await enqueue(conn, events)
-        await self._apply_early_signals(conn, reported.incident_id)
+        await self.triage_reports([event], conn)
 
-    async def _store_reminders(
-        self, conn: Connection, incident_id: str, reminders: Sequence[Reminder], policy: SchoolPolicy, now: datetime
-    ) -> None:
-        """All of a new incident's reminders in one statement; a closable one with an owner gets its re-notice
-        schedule."""
-        rows = []
-        for reminder in reminders:
-            owner = _recipient(policy, reminder.owner_role)
-            period = next_at = None
-            if reminder.due_at is not None and owner is not None and reminder.code in CLOSABLE:
-                next_at = max(reminder.due_at, now + self.reminder_min_period)
-                period = max(reminder.due_at - now, self.reminder_min_period)
-            rows.append((reminder.code, reminder.text, reminder.owner_role,
-                         owner.model_dump_json() if owner else None, reminder.due_at,
-                         period.total_seconds() if period else None, next_at))
-        if not rows:
-            return
-        await conn.execute(
-            "INSERT INTO reminders (incident_id, code, text, owner_role, owner, due_at, period_seconds, "
-            "next_notify_at) SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[], "
-            "$6::timestamptz[], $7::float8[], $8::timestamptz[]) ON CONFLICT DO NOTHING",
-            incident_id, *(list(column) for column in zip(*rows, strict=True)),
-        )
+    async def on_reported_batch(self, deliveries: Sequence[Delivery], conn: Connection) -> None:
+        """A partition batch of fresh reports (the runner's `BatchedRawHandler`): a malformed one fails the
+        batch, which the runner then re-runs one report at a time to dead-letter it alone."""
+        events = []
+        for d in deliveries:
+            if d.event is None:
+                raise MalformedEvent(d.error or "malformed")
+            events.append(d.event)
+        await self.triage_reports(events, conn)
 
-    async def _apply_early_signals(self, conn: Connection, incident_id: str) -> None:
+    async def triage_reports(self, events: Sequence[CloudEvent], conn: Connection) -> None:
+        """Classify and plan each report, then write the new incidents set-wise and apply any early signals."""
+        planned = []
+        for event in events:
+            with event_context(event):
+                reported = IncidentReported.model_validate(event.data)
+                report = reported.report
+                policy = self.policies.for_school(report.school_id)
+                now = self.clock()
+                classification = classify(report)
+                plan = plan_escalation(report, classification, policy, now)
+            planned.append(PlannedIncident(event, reported, policy, classification, plan, now))
+        stored = await store_new_incidents(conn, planned, reminder_min_period=self.reminder_min_period)
+        if stored:
+            await self._apply_early_signals(conn, [incident.id for incident in stored])
+
+    async def _apply_early_signals(self, conn: Connection, incident_ids: Sequence[str]) -> None:
         rows = await conn.fetch(
-            "DELETE FROM early_signals WHERE incident_id = $1 RETURNING topic, event::text AS event", incident_id
+            "DELETE FROM early_signals WHERE incident_id = ANY($1::text[]) "
+            "RETURNING incident_id, topic, event::text AS event",
+            list(incident_ids),
         )
-        for row in sorted(rows, key=lambda r: r["topic"] == Topic.INCIDENTS_ACTIONS.value):
-            signal = CloudEvent.model_validate_json(row["event"])
-            await self.handlers()[row["topic"]](signal, conn)
+        by_incident: dict[str, list[Record]] = {}
+        for row in rows:
+            by_incident.setdefault(row["incident_id"], []).append(row)
+        for incident_id in incident_ids:
+            signals = by_incident.get(incident_id, [])
+            for row in sorted(signals, key=lambda r: r["topic"] == Topic.INCIDENTS_ACTIONS.value):
+                signal = CloudEvent.model_validate_json(row["event"])
+                await self.handlers()[row["topic"]](signal, conn)
 
     async def _early(self, conn: Connection, event: CloudEvent, topic: Topic, incident_id: str) -> None:
         """A signal for an incident not yet triaged: kept and applied when the report arrives."""
@@ -218,25 +183,6 @@ class TriageHandlers:
         step = next_step(incident.chain, cursor, now)
         reason = f"the notice to the {failed.recipient_role.replace('_', ' ')} could not be delivered"
         await apply_step(conn, incident, step, now, caused_by=event, reason=reason)
-
-
-def _recipient(policy: SchoolPolicy, role: str) -> Recipient | None:
-    contact = policy.contacts.get(role)
-    if contact is None:
-        return None
-    return Recipient(
-        role=role,
-        name=contact.name,
-        channels=[ChannelAddress(kind=c.kind, address=c.address) for c in contact.channels],
-    )
-
-
-def _caused(
-    event: CloudEvent, incident: IncidentState, what: str, data: dict[str, object], now: datetime
-) -> CloudEvent:
-    return event_for(
-        incident, EventType.INCIDENT_TRIAGED, dict(data), derived_id(what, incident.id, incident.generation), now, event
-    )
 
 
 __all__ = ["CLOSABLE", "TriageHandlers"]

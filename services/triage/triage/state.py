@@ -88,6 +88,49 @@ def event_for(
     )
 
 
+# (notification id, incident id, kind, level, repeat, role, generation, requested at): a `notifications` row.
+NoticeRow = tuple[str, str, str, int, int, str, int, datetime]
+
+
+def notice_events(
+    incident: IncidentState,
+    drafts: Sequence[NotificationDraft],
+    *,
+    repeat: int,
+    now: datetime,
+    caused_by: CloudEvent | None,
+    kind: str = "escalation",
+    ids: Sequence[str] | None = None,
+) -> tuple[list[CloudEvent], list[NoticeRow]]:
+    """One `notifications.requested` per draft, carrying the generation, and the rows that record them."""
+    events: list[CloudEvent] = []
+    rows: list[NoticeRow] = []
+    for index, draft in enumerate(drafts):
+        role = draft.recipient.role
+        nid = ids[index] if ids is not None else notification_id(
+            incident.id, draft.level, repeat, role, incident.generation
+        )
+        request = draft.to_request(
+            notification_id=nid, incident_id=incident.id, reference=incident.reference, generation=incident.generation
+        )
+        rows.append((nid, incident.id, kind, draft.level, repeat, role, incident.generation, now))
+        events.append(
+            event_for(incident, EventType.NOTIFICATION_REQUESTED, request.model_dump(mode="json"), nid, now, caused_by)
+        )
+    return events, rows
+
+
+async def record_notices(conn: Connection, rows: Sequence[NoticeRow]) -> None:
+    """The notices' rows, of any number of incidents, in one statement."""
+    if rows:
+        await conn.execute(
+            "INSERT INTO notifications (notification_id, incident_id, kind, level, repeat, role, generation, "
+            "requested_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], "
+            "$6::text[], $7::int[], $8::timestamptz[]) ON CONFLICT (notification_id) DO NOTHING",
+            *(list(column) for column in zip(*rows, strict=True)),
+        )
+
+
 async def request_notices(
     conn: Connection,
     incident: IncidentState,
@@ -100,27 +143,8 @@ async def request_notices(
     ids: Sequence[str] | None = None,
 ) -> list[CloudEvent]:
     """Record (one statement) and build one `notifications.requested` per draft, carrying the generation."""
-    events, rows = [], []
-    for index, draft in enumerate(drafts):
-        role = draft.recipient.role
-        nid = ids[index] if ids is not None else notification_id(
-            incident.id, draft.level, repeat, role, incident.generation
-        )
-        request = draft.to_request(
-            notification_id=nid, incident_id=incident.id, reference=incident.reference, generation=incident.generation
-        )
-        rows.append((nid, draft.level, role))
-        events.append(
-            event_for(incident, EventType.NOTIFICATION_REQUESTED, request.model_dump(mode="json"), nid, now, caused_by)
-        )
-    if rows:
-        await conn.execute(
-            "INSERT INTO notifications (notification_id, incident_id, kind, level, repeat, role, generation, "
-            "requested_at) SELECT n, $2, $3, l, $4, r, $5, $6 FROM unnest($1::text[], $7::int[], $8::text[]) "
-            "AS u(n, l, r) ON CONFLICT (notification_id) DO NOTHING",
-            [r[0] for r in rows], incident.id, kind, repeat, incident.generation, now,
-            [r[1] for r in rows], [r[2] for r in rows],
-        )
+    events, rows = notice_events(incident, drafts, repeat=repeat, now=now, caused_by=caused_by, kind=kind, ids=ids)
+    await record_notices(conn, rows)
     return events
 
 
