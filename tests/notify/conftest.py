@@ -11,7 +11,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import Message
@@ -106,6 +106,7 @@ class Mailbox:
     logins: list[str] = field(default_factory=list)
     data_replies: deque[str] = field(default_factory=deque)  # e.g. "451 ..." answered once each
     refuse_recipients_with: str | None = None  # e.g. "550 5.1.1 no such user"
+    on_accept: Callable[[], Awaitable[None]] | None = None  # runs as a message is accepted, before the answer
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTPServer, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -120,6 +121,8 @@ class Mailbox:
             return self.data_replies.popleft()
         self.envelopes.append(envelope)
         self.messages.append(message_from_bytes(envelope.content or b"", policy=policy.default))
+        if self.on_accept is not None:
+            await self.on_accept()
         return "250 2.0.0 Ok: queued as TEST123"
 
 

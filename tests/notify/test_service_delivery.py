@@ -363,6 +363,43 @@ async def test_send_never_recorded_is_sent_again_with_the_same_id_and_reported_o
     assert [e.data["notification_id"] for e in delivered] == [request.notification_id]
 
 
+async def test_an_outcome_the_database_lost_mid_send_is_recorded_when_it_returns_and_not_sent_again(
+    stack, isolation, smtp_server, make_request
+):
+    """The database connection dies while the SMTP server accepts the message (as when PostgreSQL is killed):
+    notify keeps trying to record the outcome while its lease runs, instead of sending the message again."""
+    settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False, send_lease_seconds=30)
+    service = await start(settings, consume=False)
+    cut = []
+
+    async def cut_notify_off() -> None:
+        conn = await asyncpg.connect(stack.admin_dsn)
+        try:
+            cut.extend(await conn.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", f"{isolation}_notify_app"
+            ))
+        finally:
+            await conn.close()
+
+    try:
+        request = fresh(make_request)
+        await handle_directly(service, request)
+        smtp_server.mailbox.on_accept = cut_notify_off
+        t0 = utc_now()
+        result = await service.deliverer.deliver_due(t0)
+        smtp_server.mailbox.on_accept = None
+        assert cut  # the connections really were cut while the message was being accepted
+        assert result.sent == 1
+        assert (await service.deliverer.deliver_due(t0 + timedelta(seconds=31))).claimed == 0  # nothing to resend
+        delivered = await outcome_events(stack, isolation, "notifications.delivered", expect=2, timeout=3)
+    finally:
+        await service.runtime.stop()
+    assert [m["Message-ID"] for m in smtp_server.mailbox.messages] == [f"<{request.notification_id}@oakfield.example>"]
+    assert [e.data["notification_id"] for e in delivered] == [request.notification_id]
+    [row] = await delivery_rows(stack, isolation)
+    assert row["state"] == "sent"
+
+
 # ---------------------------------------------------------------- acknowledged before it went out
 
 

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from common.aio import sleep_unless_stopped
-from common.db import Connection
+from common.db import TRANSIENT_ERRORS, Connection
 from common.events import CloudEvent, MalformedEvent, parse_event
 from common.kafka import ensure_topics
 from common.logging import event_context
@@ -37,17 +37,6 @@ RawBatchHandler = Callable[[Sequence["Delivery"], Connection], Awaitable[None]]
 
 FETCH_MAX_WAIT_MS = 50
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.SerializationError,
-    asyncpg.exceptions.DeadlockDetectedError,
-)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,20 @@ from asyncpg.pool import PoolConnectionProxy
 # A connection as handlers receive it: straight from asyncpg or borrowed from a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
 
+# Failures that pass: the database restarting or unreachable for a moment, a lost connection, a serialisation
+# conflict. Work that meets one is retried, never treated as bad input.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+)
+
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from common.contracts import (
     NotificationRequested,
     NotificationWithheld,
 )
-from common.db import Connection
+from common.db import TRANSIENT_ERRORS, Connection
 from common.events import Clock, CloudEvent, utc_now
 from common.outbox import enqueue
 from common.tokens import issue_ack_token
@@ -263,21 +264,54 @@ class Deliverer:
     async def _send_and_record(self, batch: _Batch, now: datetime) -> dict[str, int]:
         # The connection is taken before the send (no transaction is open during it), so that the outcome is
         # committed the moment the provider answers, never after waiting for a free connection.
-        async with self._limit, self._pool().acquire() as conn:
+        async with self._limit:
+            outcome: DeliveryReceipt | Exception | None = None
             try:
-                receipt: DeliveryReceipt | Exception = await self._send(batch, now)
-            except (RetryableDeliveryError, PermanentDeliveryError) as exc:
-                receipt = exc
-            except Exception as exc:  # noqa: BLE001 - a rendering or adapter bug must not stall the others
-                log.exception("notify.send_crashed", channel=batch.kind.value)
-                receipt = PermanentDeliveryError(f"{batch.kind.value} adapter error ({type(exc).__name__})")
-            async with conn.transaction():
-                if isinstance(receipt, DeliveryReceipt):
-                    return {"sent": await self._record_sent(conn, batch, receipt, now)}
-                counts = {"retried": 0, "fell_back": 0, "failed": 0}
-                for item in batch.items:
-                    counts[await self._record_failure(conn, item, batch.kind, receipt, now)] += 1
-                return counts
+                async with self._pool().acquire() as conn:
+                    outcome = await self._send_catching(batch, now)
+                    return await self._record(conn, batch, outcome, now)
+            except TRANSIENT_ERRORS:
+                if outcome is None:
+                    raise  # nothing was sent: the lease brings the batch back
+            # The provider has answered but the database went away before the outcome was written. Keep
+            # trying while the lease runs, or the batch would be sent again: a second SMS in the night.
+            return await self._record_before_the_lease_ends(batch, outcome, now)
+
+    async def _send_catching(self, batch: _Batch, now: datetime) -> DeliveryReceipt | Exception:
+        try:
+            return await self._send(batch, now)
+        except (RetryableDeliveryError, PermanentDeliveryError) as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - a rendering or adapter bug must not stall the others
+            log.exception("notify.send_crashed", channel=batch.kind.value)
+            return PermanentDeliveryError(f"{batch.kind.value} adapter error ({type(exc).__name__})")
+
+    async def _record(
+        self, conn: Connection, batch: _Batch, outcome: DeliveryReceipt | Exception, now: datetime
+    ) -> dict[str, int]:
+        async with conn.transaction():
+            if isinstance(outcome, DeliveryReceipt):
+                return {"sent": await self._record_sent(conn, batch, outcome, now)}
+            counts = {"retried": 0, "fell_back": 0, "failed": 0}
+            for item in batch.items:
+                counts[await self._record_failure(conn, item, batch.kind, outcome, now)] += 1
+            return counts
+
+    async def _record_before_the_lease_ends(
+        self, batch: _Batch, outcome: DeliveryReceipt | Exception, now: datetime
+    ) -> dict[str, int]:
+        deadline = time.monotonic() + 0.8 * self._config.lease.total_seconds()
+        backoff = 0.2
+        while True:
+            log.warning("notify.record_retrying", notifications=len(batch.items), retry_in=backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+            try:
+                async with self._pool().acquire() as conn:
+                    return await self._record(conn, batch, outcome, now)
+            except TRANSIENT_ERRORS:
+                if time.monotonic() + backoff > deadline:
+                    raise
 
     async def _send(self, batch: _Batch, now: datetime) -> DeliveryReceipt:
         channel = self._channels.get(batch.kind)
