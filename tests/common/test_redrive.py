@@ -48,9 +48,10 @@ def _consumer(isolation: str, stack) -> Runtime:
     ))
 
 
-def _one_per_topic(batch: int) -> list[CloudEvent]:
+def _one_per_topic(batch: int, subject: str | None = None) -> list[CloudEvent]:
     return [
-        new_event(kind, source="tests", subject=f"incident-{batch}", schoolid="school-a", data={"batch": batch})
+        new_event(kind, source="tests", subject=subject or f"incident-{batch}", schoolid="school-a",
+                  data={"batch": batch})
         for kind in TOPIC_OF
     ]
 
@@ -126,6 +127,32 @@ async def test_events_the_broker_lost_before_they_were_consumed_are_each_process
         await producer.stop()
 
 
+async def test_a_loss_is_seen_even_when_new_events_landed_on_the_lost_ones_offsets(stack, isolation):
+    # After a restart the relay publishes new events at once; on a quiet topic they take the very offsets of
+    # the lost ones, so "is our last record still there?" alone would be answered yes.
+    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
+    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["sample"]))
+    await producer.start()
+    consumer = _consumer(isolation, stack)
+    try:
+        lost = _one_per_topic(1, subject="incident-1")
+        await _publish(producer, lost)
+        _restart_broker(stack)
+        newer = _one_per_topic(2, subject="incident-1")  # the same key: the same partitions
+        await _publish(producer, newer)  # offset 0 of every topic again, where the lost ones were
+
+        losses = await producer.broker_watch.check_once()
+        assert {loss.topic for loss in losses} == set(TOPICS)
+
+        await consumer.start()
+        await _effects_of(stack, isolation, lost + newer, producer)
+        await asyncio.sleep(2.0)
+        assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in lost + newer}
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
 async def test_a_broker_that_lost_nothing_is_not_suspected_after_a_burst_of_batched_publishes(stack, isolation):
     # Tansu reports a partition's log end as its last batch's base offset + 1, below the true end: the
     # watch must judge by the records themselves, or every batched burst would look like a loss.
@@ -170,7 +197,9 @@ async def test_a_consumer_whose_offsets_vanished_reads_everything_again_and_proc
             await eventually(redriven_and_read_again, timeout=60, what="the events to be re-driven and read again")
         except AssertionError as exc:
             raise AssertionError(
-                f"{exc}: redriven {producer.broker_watch.redriven_total}, (held, committed) last {seen[-3:]}"
+                f"{exc}: redriven {producer.broker_watch.redriven_total}, checks {producer.broker_watch.checks_total},"
+                f" failures {producer.broker_watch.check_failures_total}, (held, committed) last {seen[-3:]},"
+                f" all safe {await _safe_everywhere(stack, isolation)}"
             ) from None
         assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
         assert consumer.consumer.processed_total == 0  # every repeat was absorbed by the inbox

@@ -28,10 +28,10 @@ import asyncpg
 import structlog
 from aiokafka import TopicPartition
 
-from common.aio import sleep_unless_stopped
+from common.aio import cancelled_from_inside, sleep_unless_stopped, within
 from common.db import Connection
 from common.kafka import committed_offsets, records_at, topic_partitions
-from common.outbox import try_relay_lock
+from common.outbox import relay_lock
 from common.redrive import mark_after_safe_points
 from common.topics import TopicNames
 
@@ -40,12 +40,22 @@ log = structlog.get_logger(__name__)
 BROKER_TIMEOUT_SECONDS = 15.0
 PURGE_EVERY_SECONDS = 3600.0
 
-# Per topic and partition, the row not yet known safe that the broker gave the highest offset.
-_LAST_UNSAFE = (
-    'SELECT DISTINCT ON (o.topic, o.partition) o.topic, o.partition, o."offset", o.value FROM outbox o '
-    "LEFT JOIN outbox_safe_point s ON s.topic = o.topic "
+_UNSAFE = (
+    "FROM outbox o LEFT JOIN outbox_safe_point s ON s.topic = o.topic "
     "WHERE o.published_at IS NOT NULL AND o.partition IS NOT NULL AND o.id > coalesce(s.safe_id, 0) "
-    'ORDER BY o.topic, o.partition, o."offset" DESC'
+)
+# The relay publishes in id order, so per partition the offsets the broker gave our rows rise with their ids
+# (re-driven rows are published again in id order too). An offset that does not rise means the log began
+# again under them: rows published after a broker restart can land on the very offsets of lost ones.
+_LOG_BEGAN_AGAIN = (
+    "SELECT DISTINCT topic FROM (SELECT o.topic, o.\"offset\", "  # noqa: S608 - constant SQL
+    'lag(o."offset") OVER (PARTITION BY o.topic, o.partition ORDER BY o.id) AS previous '
+    + _UNSAFE + ") AS x WHERE \"offset\" <= previous"
+)
+# Per topic and partition, the last row not yet known safe: the broker must still hold it where it said.
+_LAST_UNSAFE = (
+    'SELECT DISTINCT ON (o.topic, o.partition) o.topic, o.partition, o."offset", o.value '  # noqa: S608
+    + _UNSAFE + "ORDER BY o.topic, o.partition, o.id DESC"
 )
 
 # The safe point stops just before the first row that some consumer has not committed past ($2, per
@@ -88,20 +98,27 @@ class BrokerWatch:
         self._consumer_groups = consumer_groups
         self._interval = interval_seconds
         self._retention = retention
+        self.checks_total = 0
+        self.check_failures_total = 0
         self.losses_total = 0
         self.redriven_total = 0
 
     async def check_once(self) -> list[Loss]:
         """Compare the outbox with the broker once: re-drive what was lost, or move safe points on."""
         async with self._pool().acquire() as conn, conn.transaction():
-            if not await try_relay_lock(conn, self._schema):  # the relay is publishing: next time
-                return []
+            # Wait for a relay pass in progress (it may be stuck on a dead broker for a while), never skip.
+            await conn.execute(f"SET LOCAL lock_timeout = '{int(BROKER_TIMEOUT_SECONDS * 2)}s'")
+            await relay_lock(conn, self._schema)
+            self.checks_total += 1
+            began_again = [r["topic"] for r in await conn.fetch(_LOG_BEGAN_AGAIN)]
             last = {
                 (r["topic"], r["partition"]): (r["offset"], bytes(r["value"])) for r in await conn.fetch(_LAST_UNSAFE)
             }
             if not last:
                 return []
             losses, partitions = await self._compare(last)
+            seen = {loss.topic for loss in losses}
+            losses += [Loss(t, "its offsets began again below ours") for t in began_again if t not in seen]
             if losses:
                 marked = await mark_after_safe_points(conn, [loss.topic for loss in losses])
                 self.losses_total += len(losses)
@@ -120,8 +137,8 @@ class BrokerWatch:
         """Is each row the broker last acknowledged still where it said? Returns the losses, and each
         surviving topic's partitions."""
         physical = self._topics.physical
-        partitions = await asyncio.wait_for(
-            topic_partitions(self._bootstrap, {physical(t) for t, _ in last}), BROKER_TIMEOUT_SECONDS
+        partitions = await within(
+            BROKER_TIMEOUT_SECONDS, topic_partitions(self._bootstrap, {physical(t) for t, _ in last})
         )
         losses: dict[str, Loss] = {}
         positions: dict[TopicPartition, int] = {}
@@ -132,7 +149,7 @@ class BrokerWatch:
                 losses[topic] = Loss(topic, f"partition {partition} is gone")
             else:
                 positions[TopicPartition(physical(topic), partition)] = offset
-        held = await asyncio.wait_for(records_at(self._bootstrap, positions), BROKER_TIMEOUT_SECONDS)
+        held = await within(BROKER_TIMEOUT_SECONDS, records_at(self._bootstrap, positions))
         for tp, value in sorted(held.items()):
             topic = self._topics.logical(tp.topic)
             expected = last[(topic, tp.partition)][1]
@@ -149,9 +166,9 @@ class BrokerWatch:
             for group in groups:
                 wanted.setdefault(group, []).extend(TopicPartition(self._topics.physical(topic), p)
                                                     for p in partitions[topic])
-        found = await asyncio.wait_for(
-            asyncio.gather(*(committed_offsets(self._bootstrap, g, tps) for g, tps in wanted.items())),
+        found = await within(
             BROKER_TIMEOUT_SECONDS,
+            asyncio.gather(*(committed_offsets(self._bootstrap, g, tps) for g, tps in wanted.items())),
         )
         committed = dict(zip(wanted, found, strict=True))
         for topic, groups in groups_of.items():
@@ -183,6 +200,9 @@ class BrokerWatch:
                     if purged:
                         log.info("outbox.purged", rows=purged)
                     next_purge = time.monotonic() + PURGE_EVERY_SECONDS
-            except Exception as exc:  # noqa: BLE001 - a broker or database outage: look again later
+            except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - an outage: look again later
+                if isinstance(exc, asyncio.CancelledError) and not cancelled_from_inside():
+                    raise
+                self.check_failures_total += 1
                 log.info("outbox.broker_watch_unavailable", error=str(exc) or type(exc).__name__)
             await sleep_unless_stopped(stop, self._interval)

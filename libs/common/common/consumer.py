@@ -20,7 +20,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
-from common.aio import sleep_unless_stopped
+from common.aio import cancelled_from_inside, sleep_unless_stopped
 from common.db import TRANSIENT_ERRORS, Connection
 from common.events import CloudEvent, MalformedEvent, parse_event
 from common.kafka import ensure_topics
@@ -106,7 +106,9 @@ class ConsumerRunner:
                     return
                 backoff = 0.5
                 await self._consume(consumer, stop)
-            except (KafkaError, OSError) as exc:
+            except (KafkaError, OSError, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and not cancelled_from_inside():
+                    raise
                 log.warning("consumer.broker_unavailable", group=self._group, error=str(exc), retry_in=backoff)
                 await sleep_unless_stopped(stop, backoff)
                 backoff = min(backoff * 2, 5.0)

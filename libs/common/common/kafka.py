@@ -12,6 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError, TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 
+from common.aio import cancelled_from_inside
+
 log = structlog.get_logger(__name__)
 
 REQUEST_TIMEOUT_MS = 8000
@@ -158,6 +160,11 @@ class Publisher:
         except (TimeoutError, KafkaError, OSError):
             await self.reset()
             raise
+        except asyncio.CancelledError:
+            if not cancelled_from_inside():
+                raise
+            await self.reset()
+            raise ConnectionError("the Kafka client gave up the send (its connection went away)") from None
 
     async def reset(self) -> None:
         async with self._lock:

@@ -47,9 +47,18 @@ def notify_channel(schema: str) -> str:
     return f"outbox_{schema}"  # the same name _INSERT builds with current_schema()
 
 
+def _relay_lock_key(schema: str) -> str:
+    return f"outbox-relay:{schema}"
+
+
 async def try_relay_lock(conn: Connection, schema: str) -> bool:
     """The transaction-scoped lock held by whoever publishes or re-drives this schema's outbox."""
-    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", f"outbox-relay:{schema}"))
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", _relay_lock_key(schema)))
+
+
+async def relay_lock(conn: Connection, schema: str) -> None:
+    """The same lock, waited for (bounded by the transaction's lock_timeout)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _relay_lock_key(schema))
 
 
 async def wake_relay(conn: Connection) -> None:

@@ -125,6 +125,8 @@ class Runtime:
             "consumer_lag": self.consumer.lag if self.consumer else 0,
             "outbox_redriven_total": self.broker_watch.redriven_total if self.broker_watch else 0,
             "broker_losses_detected_total": self.broker_watch.losses_total if self.broker_watch else 0,
+            "broker_watch_checks_total": self.broker_watch.checks_total if self.broker_watch else 0,
+            "broker_watch_failures_total": self.broker_watch.check_failures_total if self.broker_watch else 0,
         }
 
     @asynccontextmanager

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import structlog
 
-from common.aio import sleep_unless_stopped, wait_for_either
+from common.aio import cancelled_from_inside, sleep_unless_stopped, wait_for_either
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +40,9 @@ async def run_woken_passes(
             try:
                 more = await one_pass()
                 backoff = 0.2
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive broker and database outages
+            except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - must outlive broker and database outages
+                if isinstance(exc, asyncio.CancelledError) and not cancelled_from_inside():
+                    raise
                 log.warning(failure_event, error=str(exc) or type(exc).__name__, retry_in=backoff)
                 await sleep_unless_stopped(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
