@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from common.aio import cancelled_from_inside, sleep_unless_stopped
@@ -94,6 +94,7 @@ class ConsumerRunner:
         self.processed_total = 0
         self.dead_lettered_total = 0
         self.lag = 0
+        self.assigned_partitions = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; a broker outage restarts the Kafka consumer with backoff."""
@@ -161,18 +162,34 @@ class ConsumerRunner:
         return consumer
 
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=self._max_batch)
-            if not batch:
-                continue
-            # Partitions are independent (order matters only within one), so they run side by side.
-            await asyncio.gather(
-                *(self._handle_until_done([self._parse(r) for r in records], stop) for records in batch.values())
-            )
-            await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
-            self.lag = sum(
-                max(0, (consumer.highwater(tp) or 0) - (rs[-1].offset + 1)) for tp, rs in batch.items()
-            )
+        done: dict[TopicPartition, int] = {}  # per partition, the offset committed after the last batch
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=self._max_batch)
+                if batch:
+                    await self._handle_and_commit(consumer, batch, stop)
+                    done.update({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+                self._measure(consumer, done)
+        finally:
+            self.assigned_partitions = 0  # not consuming: /metrics shows it rather than a lag of 0
+
+    def _measure(self, consumer: AIOKafkaConsumer, done: dict[TopicPartition, int]) -> None:
+        """Lag over every assigned partition (records the broker holds beyond what was handled)."""
+        assigned = consumer.assignment()
+        self.assigned_partitions = len(assigned)
+        self.lag = sum(
+            max(0, (consumer.highwater(tp) or 0) - done.get(tp, consumer.highwater(tp) or 0)) for tp in assigned
+        )
+
+    async def _handle_and_commit(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        stop: asyncio.Event,
+    ) -> None:
+        # Partitions are independent (order matters only within one), so they run side by side.
+        await asyncio.gather(
+            *(self._handle_until_done([self._parse(r) for r in records], stop) for records in batch.values())
+        )
+        await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
 
     def _parse(self, record: ConsumerRecord[bytes, bytes]) -> Delivery:
         topic = self._topics.logical(record.topic)

@@ -106,6 +106,8 @@ class IncidentReport(_Strict):
 # Paths (within a report) of fields that identify a pupil. Governors and logs never see them.
 PUPIL_IDENTIFYING_SUBJECT_FIELDS = ("identifier", "name", "date_of_birth")
 SENSITIVE_KEYS = frozenset({"name", "date_of_birth", "dob", "identifier", "description", "pupil_name"})
+# Free text is scrubbed whole; its single words ("school", "stolen") would otherwise be scrubbed from every field.
+FREE_TEXT_KEYS = frozenset({"description"})
 
 
 def without_pupil_identifiers(report: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +137,8 @@ def sensitive_values(data: Any) -> set[str]:
             for k, v in node.items():
                 if k in SENSITIVE_KEYS and isinstance(v, str) and len(v) >= 2:
                     found.add(v)
-                    found.update(part for part in v.split() if len(part) >= 3)
+                    if k not in FREE_TEXT_KEYS:  # a name's parts are sensitive on their own
+                        found.update(part for part in v.split() if len(part) >= 3)
                 else:
                     walk(v)
         elif isinstance(node, list):
