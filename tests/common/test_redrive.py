@@ -99,32 +99,50 @@ def _restart_broker(stack) -> None:
     stack.start_broker()
 
 
+class _Pipeline:
+    """A producer service and a consumer of every topic, started together and stopped together, whatever a
+    test did in between (the consumer may be stopped and a new one started across a broker restart)."""
+
+    def __init__(self, stack, isolation: str, consumers: Iterable[str] = ("sample",)) -> None:
+        self._stack, self._isolation = stack, isolation
+        self.producer = _producer(isolation, stack, consumers)
+        self.consumer = _consumer(isolation, stack)
+
+    async def __aenter__(self) -> _Pipeline:
+        await self.producer.start()
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def restart_broker_then_consumer(self) -> None:
+        """The broker comes back empty (records and committed offsets gone), then a new consumer starts."""
+        _restart_broker(self._stack)
+        self.consumer = _consumer(self._isolation, self._stack)
+        await self.consumer.start()
+
+
 async def test_events_the_broker_lost_before_they_were_consumed_are_each_processed_once_on_every_topic(
     stack, isolation
 ):
-    producer, consumer = _producer(isolation, stack), _consumer(isolation, stack)
-    await producer.start()
-    await consumer.start()
-    try:
+    async with _Pipeline(stack, isolation) as pipeline:
+        producer = pipeline.producer
         consumed = _one_per_topic(1)
         await _publish(producer, consumed)
         await _effects_of(stack, isolation, consumed)
-        await consumer.stop()
+        await pipeline.consumer.stop()
 
         unconsumed = _one_per_topic(2)
         await _publish(producer, unconsumed)  # on the broker, acknowledged, and nobody has read them yet
-        _restart_broker(stack)  # ... now gone, with every committed offset
+        await pipeline.restart_broker_then_consumer()  # ... now gone, with every committed offset
 
-        consumer = _consumer(isolation, stack)
-        await consumer.start()
         await _effects_of(stack, isolation, unconsumed, producer)
         await asyncio.sleep(2.0)  # room for any repeat to show itself
         assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in consumed + unconsumed}
         assert producer.broker_watch.losses_total >= len(TOPICS)
         assert producer.broker_watch.redriven_total >= len(unconsumed)
-    finally:
-        await consumer.stop()
-        await producer.stop()
 
 
 async def test_a_loss_is_seen_even_when_new_events_landed_on_the_lost_ones_offsets(stack, isolation):
@@ -171,19 +189,13 @@ async def test_a_broker_that_lost_nothing_is_not_suspected_after_a_burst_of_batc
 
 async def test_a_consumer_whose_offsets_vanished_reads_everything_again_and_processes_nothing_twice(stack, isolation):
     # A consumer that never runs ("absent") holds every safe point: all retained events are re-driven.
-    producer = _producer(isolation, stack, consumers=("sample", "absent"))
-    consumer = _consumer(isolation, stack)
-    await producer.start()
-    await consumer.start()
-    try:
+    async with _Pipeline(stack, isolation, consumers=("sample", "absent")) as pipeline:
+        producer = pipeline.producer
         events = _one_per_topic(1)
         await _publish(producer, events)
         await _effects_of(stack, isolation, events)
-        await consumer.stop()
-        _restart_broker(stack)
-
-        consumer = _consumer(isolation, stack)
-        await consumer.start()
+        await pipeline.consumer.stop()
+        await pipeline.restart_broker_then_consumer()
 
         seen: list[tuple[int, int]] = []
 
@@ -202,42 +214,27 @@ async def test_a_consumer_whose_offsets_vanished_reads_everything_again_and_proc
                 f" all safe {await _safe_everywhere(stack, isolation)}"
             ) from None
         assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
-        assert consumer.consumer.processed_total == 0  # every repeat was absorbed by the inbox
-    finally:
-        await consumer.stop()
-        await producer.stop()
+        assert pipeline.consumer.consumer.processed_total == 0  # every repeat was absorbed by the inbox
 
 
 async def test_events_every_consumer_has_committed_past_are_not_redriven_after_a_broker_restart(stack, isolation):
-    producer, consumer = _producer(isolation, stack), _consumer(isolation, stack)
-    await producer.start()
-    await consumer.start()
-    try:
+    async with _Pipeline(stack, isolation) as pipeline:
         events = _one_per_topic(1)
-        await _publish(producer, events)
+        await _publish(pipeline.producer, events)
         await _effects_of(stack, isolation, events)
         await eventually(lambda: _safe_everywhere(stack, isolation), timeout=30, what="the safe points to pass them")
-        await consumer.stop()
-        _restart_broker(stack)
-
-        consumer = _consumer(isolation, stack)
-        await consumer.start()
+        await pipeline.consumer.stop()
+        await pipeline.restart_broker_then_consumer()
         await asyncio.sleep(3.0)  # several watch intervals
-        assert producer.broker_watch.redriven_total == 0
+        assert pipeline.producer.broker_watch.redriven_total == 0
         assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
-    finally:
-        await consumer.stop()
-        await producer.stop()
 
 
 async def test_the_redrive_command_over_a_consumed_period_changes_nothing_downstream(stack, isolation):
-    producer, consumer = _producer(isolation, stack), _consumer(isolation, stack)
-    await producer.start()
-    await consumer.start()
-    try:
+    async with _Pipeline(stack, isolation) as pipeline:
         since = datetime.now(UTC)
         events = _one_per_topic(1)
-        await _publish(producer, events)
+        await _publish(pipeline.producer, events)
         await _effects_of(stack, isolation, events)
         before = await _end_offsets(stack, isolation)
         env = {
@@ -259,9 +256,6 @@ async def test_the_redrive_command_over_a_consumed_period_changes_nothing_downst
         await eventually(republished, what="the events to be published again")
         await asyncio.sleep(2.0)
         assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
-    finally:
-        await consumer.stop()
-        await producer.stop()
 
 
 async def test_the_redrive_command_says_what_is_wrong_with_its_arguments():

@@ -132,20 +132,15 @@ class Intake:
                 await store.insert_incident(conn, row, event)  # one statement: atomic without a transaction
             else:
                 async with conn.transaction():
-                    earlier = await self._claim_key(conn, who, idempotency_key, request_hash(report), accepted, now)
+                    earlier = await claim_idempotency_key(
+                        conn, key_namespace(who), idempotency_key, request_hash(report), 202, accepted, now
+                    )
                     if earlier is not None:
-                        return earlier, True
+                        return IncidentAccepted.model_validate_json(earlier), True
                     await store.insert_incident(conn, row, event)
         log.info("incident.received", incident_id=str(incident_id), reference=accepted.reference,
                  school=report.school_id, integration=who.integration_id, category=report.category.value)
         return accepted, False
-
-    async def _claim_key(
-        self, conn: Any, who: Integration, key: str, digest: str, accepted: IncidentAccepted, now: datetime
-    ) -> IncidentAccepted | None:
-        """Claim the key for this report, or return the first answer given under it."""
-        earlier = await claim_idempotency_key(conn, who.integration_id, key, digest, 202, accepted, now)
-        return None if earlier is None else IncidentAccepted.model_validate_json(earlier)
 
     # -- status ----------------------------------------------------------------------------------------
 
