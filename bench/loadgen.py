@@ -23,6 +23,7 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int  # answers with another status, or connections that failed
+    answered: int = 0  # every answer in the whole run, warm-up and drain included (for CPU per request)
 
 
 def percentile_ms(sorted_seconds: list[float], q: float) -> float:
@@ -50,6 +51,11 @@ class Connection:
         return cls(reader, writer, request)
 
     async def send(self) -> int:
+        status, _ = await self.exchange()
+        return status
+
+    async def exchange(self) -> tuple[int, bytes]:
+        """Send the request once; the answer's status and body."""
         self._writer.write(self._request)
         status_line = await self._reader.readline()
         if not status_line:
@@ -59,9 +65,8 @@ class Connection:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
-        if length:
-            await self._reader.readexactly(length)
-        return int(status_line.split()[1])
+        body = await self._reader.readexactly(length) if length else b""
+        return int(status_line.split()[1]), body
 
     async def close(self) -> None:
         self._writer.close()
@@ -76,15 +81,16 @@ async def closed_loop(
     loop = asyncio.get_running_loop()
     connections = [await Connection.open(url, path, body, headers) for _ in range(concurrency)]
     latencies: list[float] = []
-    errors = 0
+    errors = answered = 0
     start = loop.time() + warmup
     end = start + seconds
 
     async def worker(conn: Connection) -> None:
-        nonlocal errors
+        nonlocal errors, answered
         while (t0 := loop.time()) < end:
             status = await conn.send()
             t1 = loop.time()
+            answered += 1
             if t0 >= start and t1 <= end:
                 if status == expect:
                     latencies.append(t1 - t0)
@@ -96,7 +102,8 @@ async def closed_loop(
     finally:
         await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
     latencies.sort()
-    return Load(len(latencies) / seconds, percentile_ms(latencies, 0.5), percentile_ms(latencies, 0.99), errors)
+    return Load(len(latencies) / seconds, percentile_ms(latencies, 0.5), percentile_ms(latencies, 0.99), errors,
+                answered)
 
 
 async def steady_rate(
@@ -138,4 +145,5 @@ async def steady_rate(
     finally:
         await asyncio.gather(*(c.close() for c in pool), return_exceptions=True)
     latencies.sort()
-    return Load(len(latencies) / elapsed, percentile_ms(latencies, 0.5), percentile_ms(latencies, 0.99), errors)
+    return Load(len(latencies) / elapsed, percentile_ms(latencies, 0.5), percentile_ms(latencies, 0.99), errors,
+                len(tasks))
