@@ -24,7 +24,7 @@ REDACTED = "[redacted]"
 _sensitive: ContextVar[frozenset[str]] = ContextVar("sensitive_values", default=frozenset())
 
 
-def _scrub(value: Any, secrets: frozenset[str]) -> Any:
+def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(value, str):
         for secret in secrets:
             if secret in value:
@@ -40,8 +40,9 @@ def _scrub(value: Any, secrets: frozenset[str]) -> Any:
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: drop sensitive keys and scrub known sensitive values."""
     secrets = _sensitive.get()
-    # Longest first, so a full name is replaced before its parts.
-    ordered = frozenset(sorted(secrets, key=len, reverse=True)) if secrets else secrets
+    # Longest first, so a full name is replaced before its parts (a tuple: a frozenset would lose the order,
+    # and "Al Smith" could lose "Smith" first and leave "Al" in the line).
+    ordered = tuple(sorted(secrets, key=len, reverse=True))
     for key in list(event_dict):
         if key in SENSITIVE_KEYS:
             event_dict[key] = REDACTED
@@ -73,15 +74,20 @@ _STDOUT_LOGGER = _StdoutLogger()
 
 @contextmanager
 def event_context(event: CloudEvent) -> Iterator[None]:
-    """Bind the event's ids to every log line and arm redaction with the values it carries."""
-    secrets = _sensitive.get() | frozenset(sensitive_values(event.data))
-    token = _sensitive.set(secrets)
-    with structlog.contextvars.bound_contextvars(
+    """Bind the event's ids to every log line and arm redaction with the values it carries.
+
+    Runs for every event a service handles, so it binds and resets the context variables by token
+    (structlog's `bound_contextvars` first copies the whole context to find what to restore)."""
+    found = sensitive_values(event.data)
+    token = _sensitive.set(_sensitive.get() | found) if found else None
+    bound = structlog.contextvars.bind_contextvars(
         event_id=event.id, incident_id=event.subject, school=event.schoolid, event_type=event.type.value
-    ):
-        try:
-            yield
-        finally:
+    )
+    try:
+        yield
+    finally:
+        structlog.contextvars.reset_contextvars(**bound)
+        if token is not None:
             _sensitive.reset(token)
 
 
