@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
 
 from audit.chain import AuditRecord, ChainHead, next_record, record_event, verify_chain
 from audit.merkle import MerkleTree, verify_consistency, verify_inclusion
-from common.events import new_event
-from common.topics import EventType
+from common.events import CloudEvent, new_event
+from common.topics import EventType, Topic
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 SCHOOL = "school-urn-100001"
@@ -135,16 +140,100 @@ def chain_rows(s: ChainSpeed) -> list[tuple[str, str, str]]:
     ]
 
 
-async def kafka_append(admin_dsn: str, bootstrap: str, n: int, schools: int = 10) -> float | None:
+class CpuMeter:
+    """CPU seconds (user + system) spent between start() and stop() by this process and by the process trees
+    of the given server pids (PostgreSQL's backends are children of its postmaster), read from /proc."""
+
+    def __init__(self, servers: dict[str, int]) -> None:
+        self.servers = servers
+        self._start: dict[str, float] = {}
+        self.spent: dict[str, float] = {}
+
+    @staticmethod
+    def _tree_cpu(root: int) -> float:
+        tick = os.sysconf("SC_CLK_TCK")
+        children: dict[int, list[int]] = {}
+        cpu: dict[int, float] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the process ended meanwhile
+            pid = int(entry.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            total += cpu.get(pid, 0.0)
+            todo.extend(children.get(pid, []))
+        return total
+
+    def _now(self) -> dict[str, float]:
+        return {"bench (audit) process": time.process_time(), **{k: self._tree_cpu(p) for k, p in self.servers.items()}}
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> None:
+        self.spent = {k: v - self._start[k] for k, v in self._now().items()}
+
+
+def _bench_events(n: int, schools: int) -> tuple[list[CloudEvent], list[CloudEvent]]:
+    """(warm-up: one event per school, the n timed events)."""
+    warm_up = [
+        new_event(EventType.INCIDENT_REPORTED, source="bench", subject=f"warm-up-{i}", schoolid=f"school-{i}",
+                  data={"n": -1}) for i in range(schools)
+    ]
+    events = [
+        new_event(EventType.INCIDENT_REPORTED, source="bench", subject=f"incident-{i}",
+                  schoolid=f"school-{i % schools}", data={"n": i, "padding": "x" * 120})
+        for i in range(n)
+    ]
+    return warm_up, events
+
+
+async def _send_all(producer: AIOKafkaProducer, topic: str, events: list[CloudEvent]) -> None:
+    for e in events:
+        await producer.send(topic, e.to_bytes(), key=e.schoolid.encode())
+    await producer.flush()
+
+
+async def _producer_process(bootstrap: str, topic: str, n: int, schools: int) -> None:
+    """`python -m bench.audit produce ...`: the timed events' producer, in a process of its own (as intake's relay
+    is beside the audit service): it sends the warm-up, says "ready", and on a line from stdin sends the rest."""
+    warm_up, events = _bench_events(n, schools)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    await producer.start()
+    try:
+        await _send_all(producer, topic, warm_up)
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await _send_all(producer, topic, events)
+        print("sent", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # alive while its CPU is read
+    finally:
+        await producer.stop()
+
+
+async def kafka_append(
+    admin_dsn: str, bootstrap: str, n: int, schools: int = 10, cpu: CpuMeter | None = None,
+    separate_producer: bool = True,
+) -> float | None:
     """Events/s from incidents.reported records produced on the broker to records committed in the chain,
-    through the audit service's Runtime with its own migrations and raw handlers. None without audit.store."""
+    through the audit service's Runtime with its own migrations and raw handlers. None without audit.store.
+
+    The producer runs in a process of its own (`separate_producer`, as in the product, where intake's relay
+    publishes), or in this process and event loop, sharing its CPU with the consumer (as until 2026-11-23).
+    With `cpu`, the CPU spent inside the clock is measured too."""
     try:
         from audit.config import AuditSettings
         from audit.store import load_records, raw_handlers
         from audit.store import schools as schools_of
     except ImportError:
         return None
-    from aiokafka import AIOKafkaProducer
 
     from common.db import load_migrations
     from common.runtime import Runtime, ServiceSpec
@@ -153,19 +242,8 @@ async def kafka_append(admin_dsn: str, bootstrap: str, n: int, schools: int = 10
     settings = AuditSettings(db_schema=f"{name}_audit", database_url=admin_dsn, kafka_bootstrap_servers=bootstrap,
                              topic_prefix=f"{name}.")
     runtime = Runtime(ServiceSpec(settings, load_migrations("audit.migrations"), raw_handlers=raw_handlers()))
-    events = [
-        new_event(EventType.INCIDENT_REPORTED, source="bench", subject=f"incident-{i}",
-                  schoolid=f"school-{i % schools}", data={"n": i, "padding": "x" * 120})
-        for i in range(n)
-    ]
-    warm_up = [
-        new_event(EventType.INCIDENT_REPORTED, source="bench", subject=f"warm-up-{i}", schoolid=f"school-{i}",
-                  data={"n": -1}) for i in range(schools)
-    ]
-    topic = runtime.topics.physical(events[0].topic.value)
+    topic = runtime.topics.physical(Topic.INCIDENTS_REPORTED.value)
     await runtime.start()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
-    await producer.start()
 
     async def wait_for(count: int, deadline: float) -> None:
         while True:
@@ -177,48 +255,84 @@ async def kafka_append(admin_dsn: str, bootstrap: str, n: int, schools: int = 10
                 raise TimeoutError(f"only {stored} of {count} events appended in time")
             await asyncio.sleep(0.05)
 
+    producer: AIOKafkaProducer | None = None
+    child: asyncio.subprocess.Process | None = None
     try:
         # The clock starts once the consumer has joined its group and appended one event per school.
-        for e in warm_up:
-            await producer.send(topic, e.to_bytes(), key=e.schoolid.encode())
-        await producer.flush()
+        if separate_producer:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.audit", "produce", bootstrap, topic, str(n), str(schools),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).resolve().parents[1],
+            )
+            assert child.stdin is not None and child.stdout is not None
+            if (line := await child.stdout.readline()) != b"ready\n":
+                raise RuntimeError(f"the producer process did not start: {line!r}")
+            if cpu is not None:
+                cpu.servers["producer process"] = child.pid
+        else:
+            warm_up, events = _bench_events(n, schools)
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+            await producer.start()
+            await _send_all(producer, topic, warm_up)
         await wait_for(schools, time.perf_counter() + 60)
+        if cpu is not None:
+            cpu.start()
         start = time.perf_counter()
-        for e in events:
-            await producer.send(topic, e.to_bytes(), key=e.schoolid.encode())
-        await producer.flush()
+        if child is not None:
+            assert child.stdin is not None
+            child.stdin.write(b"go\n")
+            await child.stdin.drain()
+        else:
+            assert producer is not None
+            await _send_all(producer, topic, events)
         await wait_for(schools + n, start + 300)
         rate = n / (time.perf_counter() - start)
+        if cpu is not None:
+            cpu.stop()
         async with runtime.pool.acquire() as conn:  # outside the clock: a broken chain is no result
             for school in await schools_of(conn):
                 if not verify_chain(await load_records(conn, school)).ok:
                     raise AssertionError(f"the chain of {school} does not verify")
         return rate
     finally:
-        await producer.stop()
+        if child is not None:
+            if child.stdin is not None:
+                child.stdin.close()
+            try:
+                await asyncio.wait_for(child.wait(), 30)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+        if producer is not None:
+            await producer.stop()
         await runtime.stop()
 
 
-async def _append_only(n: int) -> None:
-    """`python -m bench.audit`: only the Kafka append row, on its own embedded servers (BENCH_EVENTS sizes it)."""
-    import sys
-    from pathlib import Path
-
+async def _append_only(n: int, inline: bool) -> None:
+    """`python -m bench.audit`: only the Kafka append row, on its own embedded servers (BENCH_EVENTS sizes it;
+    BENCH_INLINE_PRODUCER=1 produces from this process, as the bench did before 2026-11-23)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "_lib"))
     from support.stack import start_embedded
 
     before = Path("/proc/loadavg").read_text().strip()
     stack = start_embedded()
+    assert stack._pg is not None and stack._broker is not None
+    cpu = CpuMeter({"PostgreSQL": stack._pg.pid, "broker": stack._broker.pid})
     try:
-        rate = await kafka_append(stack.admin_dsn, stack.bootstrap, n)
+        rate = await kafka_append(stack.admin_dsn, stack.bootstrap, n, cpu=cpu, separate_producer=not inline)
     finally:
         stack.stop()
     after = Path("/proc/loadavg").read_text().strip()
-    print(f"audit | events appended from Kafka into the chain ({n:,}) | {rate:,.0f} events/s"
+    producer = "producer in the bench process" if inline else "producer in its own process"
+    print(f"audit | events appended from Kafka into the chain ({n:,}; {producer}) | {rate:,.0f} events/s"
           f" | load average before: {before}; after: {after}")
+    print("CPU per event inside the clock: " + ", ".join(
+        f"{k} {v / n * 1e6:.0f} us" for k, v in cpu.spent.items()) + "")
 
 
 if __name__ == "__main__":
-    import os
-
-    asyncio.run(_append_only(int(os.environ.get("BENCH_EVENTS", "20000"))))
+    if sys.argv[1:2] == ["produce"]:
+        asyncio.run(_producer_process(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
+    else:
+        asyncio.run(_append_only(int(os.environ.get("BENCH_EVENTS", "20000")),
+                                 inline=os.environ.get("BENCH_INLINE_PRODUCER", "") == "1"))

@@ -49,14 +49,22 @@ def _json_str(value: str) -> bytes:
     return encode_basestring(value).encode()
 
 
+# The last time formatted and its text: a batch's records share one recorded_at, formatted once.
+_last_formatted: tuple[datetime, str] = (datetime(1970, 1, 1, tzinfo=UTC), "1970-01-01T00:00:00.000000Z")
+
+
 def format_recorded_at(at: datetime) -> str:
     """UTC, microseconds always written: 2025-03-03T09:00:01.000000Z."""
+    global _last_formatted  # noqa: PLW0603 - a one-entry cache; a datetime is immutable
+    last, text = _last_formatted
+    if at is last:
+        return text
     offset = at.utcoffset()
     if offset is None:
         raise ValueError("recorded_at must be timezone-aware")
-    if offset:
-        at = at.astimezone(UTC)
-    return at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    text = (at.astimezone(UTC) if offset else at).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    _last_formatted = (at, text)
+    return text
 
 
 def record_content_bytes(

@@ -45,11 +45,19 @@ def new_state(incident_id: str, school_id: str) -> State:
 
 
 def apply(state: State | None, event: dict[str, Any]) -> State | None:
-    """The state after `event` (a CloudEvent as a JSON object); None when the event names no incident."""
+    """The state after `event` (a CloudEvent as a JSON object); None when the event names no incident.
+    `state` is left as it was."""
     incident = incident_id_of(event)
     if incident is None:
         return state
-    s = copy.deepcopy(state) if state is not None else new_state(incident, str(event.get("schoolid", "")))
+    return fold(copy.deepcopy(state) if state is not None else None, incident, event)
+
+
+def fold(state: State | None, incident: str, event: dict[str, Any]) -> State:
+    """`event` of `incident` (its incident_id_of) folded into `state` in place, or into a new state when
+    None; returns the state. For a caller that owns the state (no copy), such as the live projection's
+    batch, which holds states it has just read or built."""
+    s = state if state is not None else new_state(incident, str(event.get("schoolid", "")))
     data: dict[str, Any] = event.get("data") or {}
     kind = event.get("type")
     at = event.get("time")

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from audit.chain import AuditRecord, ChainHead, canonical_json, next_record
-from audit.projection import apply, incident_id_of
+from audit.projection import fold, incident_id_of
 from common.consumer import BatchedRawHandler, Delivery, RawHandler
 from common.db import Connection
 from common.topics import DLQ_SUFFIX, all_topic_names
@@ -54,6 +54,30 @@ async def chain_heads(conn: Connection, school_ids: Sequence[str]) -> dict[str, 
     }
 
 
+async def _stored_and_heads(
+    conn: Connection, event_ids: list[str], school_ids: Sequence[str]
+) -> tuple[set[str], dict[str, ChainHead]]:
+    """Which of the event ids the log already holds, and each school's head: one round trip."""
+    rows = await conn.fetch(
+        "SELECT NULL AS school_id, NULL::bigint AS seq, NULL::bytea AS hash, event_id FROM audit_records "
+        "WHERE event_id = ANY($1::text[]) "
+        "UNION ALL "
+        "SELECT s.school_id, h.seq, h.hash, NULL FROM unnest($2::text[]) AS s(school_id) LEFT JOIN LATERAL "
+        "(SELECT seq, hash FROM audit_records r WHERE r.school_id = s.school_id ORDER BY seq DESC LIMIT 1) h ON true",
+        event_ids, list(school_ids),
+    )
+    stored: set[str] = set()
+    heads: dict[str, ChainHead] = {}
+    for r in rows:
+        if r["school_id"] is None:
+            stored.add(r["event_id"])
+        elif r["seq"] is None:
+            heads[r["school_id"]] = ChainHead.genesis(r["school_id"])
+        else:
+            heads[r["school_id"]] = ChainHead(r["school_id"], r["seq"], bytes(r["hash"]))
+    return stored, heads
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """What one event puts in the log, before it is chained."""
@@ -85,10 +109,7 @@ async def append_many(
         "(SELECT DISTINCT hashtext('audit:' || s) AS k FROM unnest($1::text[]) AS s) AS keys ORDER BY k",
         schools,
     )
-    stored = {r["event_id"] for r in await conn.fetch(
-        "SELECT event_id FROM audit_records WHERE event_id = ANY($1::text[])", list(unique)
-    )}
-    heads = await chain_heads(conn, schools)
+    stored, heads = await _stored_and_heads(conn, list(unique), schools)
     at = recorded_at or datetime.now(UTC)
     records: list[AuditRecord] = []
     for e in unique.values():
@@ -191,25 +212,24 @@ async def update_projections(conn: Connection, records: Sequence[tuple[AuditReco
         "ORDER BY incident_id FOR UPDATE",
         sorted({incident for incident, _, _ in folded}),
     )
-    # incident -> (school the row was created with, state, last seq)
-    states: dict[str, tuple[str, dict[str, Any] | None, int]] = {
-        r["incident_id"]: (r["school_id"], json.loads(r["state"]), 0) for r in rows
-    }
-    changed: set[str] = set()
+    # incident -> [school the row was created with, state, last seq]; the states are this batch's own
+    # (just read or built), so events are folded into them in place.
+    states: dict[str, list[Any]] = {r["incident_id"]: [r["school_id"], json.loads(r["state"]), 0] for r in rows}
     for incident, record, event in folded:
-        school, state, _ = states.get(incident, (record.school_id, None, 0))
-        state = apply(state, event)
-        if state is None:
-            continue
-        states[incident] = (school, state, record.seq)
-        changed.add(incident)
-    upserts = [(i, *states[i]) for i in sorted(changed)]
+        entry = states.get(incident)
+        if entry is None:
+            states[incident] = [record.school_id, fold(None, incident, event), record.seq]
+        else:
+            entry[1] = fold(entry[1], incident, event)
+            entry[2] = record.seq
+    changed = sorted(states)  # every row read is one of the folded incidents
     await conn.execute(
         "INSERT INTO incident_projection (incident_id, school_id, state, last_seq) "
-        "SELECT i, s, st::jsonb, q FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(i, s, st, q) "
+        "SELECT u.i, u.s, st.value, u.q FROM unnest($1::text[], $2::text[], $4::bigint[]) WITH ORDINALITY "
+        "AS u(i, s, q, n) JOIN jsonb_array_elements($3::jsonb) WITH ORDINALITY AS st(value, n) USING (n) "
         "ON CONFLICT (incident_id) DO UPDATE SET state = EXCLUDED.state, last_seq = EXCLUDED.last_seq",
-        [u[0] for u in upserts], [u[1] for u in upserts], [json.dumps(u[2]) for u in upserts],
-        [u[3] for u in upserts],
+        changed, [states[i][0] for i in changed], json.dumps([states[i][1] for i in changed]),
+        [states[i][2] for i in changed],
     )
 
 
