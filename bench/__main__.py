@@ -20,7 +20,7 @@ TRIAGE_REPORTS = int(os.environ.get("BENCH_TRIAGE_REPORTS", "5000"))
 TRIAGE_RATE = float(os.environ.get("BENCH_TRIAGE_RATE", "500"))
 NOTIFY_MESSAGES = int(os.environ.get("BENCH_NOTIFY_MESSAGES", "2000"))
 NOTIFY_RATE = float(os.environ.get("BENCH_NOTIFY_RATE", "100"))
-E2E_RATE = float(os.environ.get("BENCH_E2E_RATE", "100"))
+E2E_RATES = [float(r) for r in os.environ.get("BENCH_E2E_RATES", "30,100").split(",")]
 STEADY_SECONDS = float(os.environ.get("BENCH_STEADY_SECONDS", "10"))  # triage, notify and e2e steady loads
 
 
@@ -52,7 +52,7 @@ async def main() -> list[tuple[str, str, str]]:
     finally:
         stack.stop()
     # `make run`'s own servers, started once the bench's are gone.
-    return rows + await e2e.rows(E2E_RATE, STEADY_SECONDS)
+    return rows + await e2e.rows(E2E_RATES, STEADY_SECONDS)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,35 @@ def _start(var: Path, ports: dict[str, int]) -> subprocess.Popen[bytes]:
                             start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
 
 
+def _process(pid: int) -> tuple[int, list[str], float] | None:
+    """A process's parent, argv and CPU seconds so far (user + system); None once it is gone."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields[1]), [a.decode(errors="replace") for a in argv if a], cpu
+
+
+def _cpu_seconds(devstack: int) -> dict[str, float]:
+    """CPU seconds used so far by each part of the stack that `devstack` started: a service by its module,
+    the broker, the SMTP sink, PostgreSQL with every backend and worker under it."""
+    processes = {int(e.name): p for e in Path("/proc").iterdir() if e.name.isdigit() and (p := _process(int(e.name)))}
+    parts: dict[int, str] = {}
+    for pid, (ppid, argv, _) in processes.items():
+        if ppid == devstack and argv:
+            module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else None
+            parts[pid] = module.removeprefix("devstack.") if module else Path(argv[0]).name
+    for pid, (ppid, _, _) in processes.items():
+        if ppid in parts and parts[ppid] == "postgres":
+            parts[pid] = "postgres"
+    used: dict[str, float] = {}
+    for pid, part in parts.items():
+        used[part] = used.get(part, 0.0) + processes[pid][2]
+    return used
+
+
 def _received_at(path: Path) -> float:
     """The sink names each file after its UTC time of receipt: `20261123T101500.123456Z-<id>.eml`."""
     stamp = path.name.split("-", 1)[0]
@@ -99,10 +128,13 @@ class Mailbox:
             await asyncio.sleep(0.2)
 
 
-async def steady(intake: str, mailbox: Mailbox, rate: float, seconds: float, clients: int = 32) -> tuple[Figures, int]:
+async def steady(
+    intake: str, mailbox: Mailbox, rate: float, seconds: float, devstack: int, clients: int = 32
+) -> tuple[Figures, int, dict[str, float]]:
     """Reports on a fixed schedule over a pool of keep-alive connections (bench.loadgen's raw HTTP/1.1, whose
     CPU cost is tens of microseconds a request; httpx's millisecond competed with the system for the 2 cores);
-    returns the figures and how many POSTs were not accepted."""
+    returns the figures, how many POSTs were not accepted, and the CPU seconds each part of the stack (and
+    the load generator) used from the first report until the last email arrived."""
     body = report(0)  # illegal class: child sexual abuse imagery
     headers = {"X-API-Key": API_KEY}
     scheduled: dict[str, float] = {}
@@ -144,6 +176,7 @@ async def steady(intake: str, mailbox: Mailbox, rate: float, seconds: float, cli
     await mailbox.wait_for([r for r in warm if r], timeout=180)
     errors[0] = 0
     pool = await connections()
+    cpu_before, own_before = _cpu_seconds(devstack), time.process_time()
     try:
         start = time.perf_counter() + 0.1
         wall0 = time.time() - time.perf_counter()
@@ -157,21 +190,42 @@ async def steady(intake: str, mailbox: Mailbox, rate: float, seconds: float, cli
     finally:
         await close(pool)
     await mailbox.wait_for(list(scheduled), timeout=600)
+    cpu = {part: used - cpu_before.get(part, 0.0) for part, used in _cpu_seconds(devstack).items()}
+    cpu["load generator"] = time.process_time() - own_before
     lat = sorted(mailbox.first[r] - t for r, t in scheduled.items())
     end = max(mailbox.first[r] for r in scheduled)
     first = min(scheduled.values())
-    return Figures(len(scheduled) / (end - first), pct(lat, 0.5), pct(lat, 0.99), len(scheduled)), errors[0]
+    figures = Figures(len(scheduled) / (end - first), pct(lat, 0.5), pct(lat, 0.99), len(scheduled))
+    return figures, errors[0], cpu
 
 
-async def rows(rate: float = 100.0, seconds: float = 10.0) -> list[tuple[str, str, str]]:
+def _rows_for(
+    rate: float, seconds: float, figures: Figures, errors: int, cpu: dict[str, float]
+) -> list[tuple[str, str, str]]:
+    label = f"POST /v1/incidents -> email in the SMTP sink, `make run`, a steady {rate:,.0f}/s for {seconds:.0f} s"
+    note = f", {errors} POSTs refused" if errors else ""
+    per_report = {part: used / figures.count * 1000 for part, used in cpu.items() if used > 0}
+    total = sum(per_report.values())
+    parts = ", ".join(f"{part} {ms:.1f}" for part, ms in sorted(per_report.items(), key=lambda kv: -kv[1]))
+    return [
+        ("e2e", label, figures.latency() + f" ({figures.count:,} incidents{note})"),
+        ("e2e", f"CPU per report at {rate:,.0f}/s, by process (ms)", f"{total:.1f} in all: {parts}"),
+    ]
+
+
+async def rows(rates: list[float], seconds: float = 10.0) -> list[tuple[str, str, str]]:
+    """One `make run` stack; a steady run at each rate in turn (each after its own warm-up)."""
     var = Path(tempfile.mkdtemp(prefix="ose-bench-e2e-"))
     var.chmod(0o755)  # noqa: S103 - PostgreSQL runs as its own OS user and must reach its data dir
     ports = {name: free_port() for name in ("POSTGRES", "BROKER", "SMTP", "INTAKE", "TRIAGE", "NOTIFY", "AUDIT", "WEB")}
     proc = _start(var, ports)
+    table: list[tuple[str, str, str]] = []
     try:
         state: dict[str, Any] = await asyncio.to_thread(wait_ready, var, 180)
         mailbox = Mailbox(Path(state["mail_dir"]))
-        figures, errors = await steady(f"http://127.0.0.1:{ports['INTAKE']}", mailbox, rate, seconds)
+        for rate in rates:
+            figures, errors, cpu = await steady(f"http://127.0.0.1:{ports['INTAKE']}", mailbox, rate, seconds, proc.pid)
+            table += _rows_for(rate, seconds, figures, errors, cpu)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -180,6 +234,9 @@ async def rows(rate: float = 100.0, seconds: float = 10.0) -> list[tuple[str, st
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         shutil.rmtree(var, ignore_errors=True)
-    label = f"POST /v1/incidents -> email in the SMTP sink, `make run`, a steady {rate:,.0f}/s for {seconds:.0f} s"
-    note = f", {errors} POSTs refused" if errors else ""
-    return [("e2e", label, figures.latency() + f" ({figures.count:,} incidents{note})")]
+    return table
+
+
+if __name__ == "__main__":  # python -m bench.e2e [rate ...]: only these rows
+    for row in asyncio.run(rows([float(r) for r in sys.argv[1:]] or [100.0])):
+        print(" | ".join(row))
