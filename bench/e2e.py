@@ -145,6 +145,10 @@ async def steady(
         conn = await idle.get()
         try:
             status, answer = await conn.exchange()
+        except (ConnectionError, OSError):  # the server closed it (a restart, say): a refusal, on a new one
+            await conn.close_quietly()
+            conn = await Connection.open(intake, "/v1/incidents", body, headers)
+            status, answer = 0, b""
         finally:
             idle.put_nowait(conn)
         if status != 202:
@@ -155,27 +159,26 @@ async def steady(
             scheduled[ref] = wall_at
         return ref
 
-    async def connections() -> list[Connection]:
-        pool = [await Connection.open(intake, "/v1/incidents", body, headers) for _ in range(clients)]
-        for conn in pool:
-            idle.put_nowait(conn)
-        return pool
+    async def connect() -> None:
+        for _ in range(clients):
+            idle.put_nowait(await Connection.open(intake, "/v1/incidents", body, headers))
 
-    async def close(pool: list[Connection]) -> None:
+    async def close() -> None:
+        pool = []
         while not idle.empty():
-            idle.get_nowait()
-        await asyncio.gather(*(c.close() for c in pool), return_exceptions=True)
+            pool.append(idle.get_nowait())
+        await asyncio.gather(*(c.close_quietly() for c in pool))
 
     # Warm-up: every service has seen a report. The server closes keep-alive connections idle for 5 s, so the
     # timed run opens its own.
-    pool = await connections()
+    await connect()
     try:
-        warm = await asyncio.gather(*(one(None) for _ in pool))
+        warm = await asyncio.gather(*(one(None) for _ in range(clients)))
     finally:
-        await close(pool)
+        await close()
     await mailbox.wait_for([r for r in warm if r], timeout=180)
     errors[0] = 0
-    pool = await connections()
+    await connect()
     cpu_before, own_before = _cpu_seconds(devstack), time.process_time()
     try:
         start = time.perf_counter() + 0.1
@@ -188,7 +191,7 @@ async def steady(
             tasks.append(asyncio.create_task(one(wall0 + at)))
         await asyncio.gather(*tasks)
     finally:
-        await close(pool)
+        await close()
     await mailbox.wait_for(list(scheduled), timeout=600)
     cpu = {part: used - cpu_before.get(part, 0.0) for part, used in _cpu_seconds(devstack).items()}
     cpu["load generator"] = time.process_time() - own_before

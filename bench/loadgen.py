@@ -10,6 +10,7 @@ POST with a fixed body, responses with Content-Length (what uvicorn sends for JS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,6 +72,11 @@ class Connection:
     async def close(self) -> None:
         self._writer.close()
         await self._writer.wait_closed()
+
+    async def close_quietly(self) -> None:
+        """Close, whatever state the connection is in (the server may have closed it first)."""
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.close()
 
 
 async def closed_loop(
