@@ -11,18 +11,26 @@ one of 20 addresses, as triage would publish them.
 
 Ceilings, in the same run: bare aiosmtplib sends and bare httpx POSTs to the same receivers, with the same
 number in flight as notify's delivery concurrency (16), and no database or broker.
+
+CPU per delivered message, because wall figures on a shared 2-core machine move with the neighbours: the
+bench's main thread (notify's event loop, plus the small producer; the receivers run in other threads), and
+the embedded servers (PostgreSQL and the broker, the bench's child processes), each over the burst.
+`python -m bench.notify` runs these rows alone on fresh embedded servers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
@@ -102,6 +110,51 @@ def webhook_server(arrivals: Arrivals) -> ThreadingHTTPServer:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return server
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    """CPU (user + system, their reaped children included) of every process descended from this one."""
+    me, parent, cpu = os.getpid(), {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone since the listing
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        parent[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = sum(int(f) for f in fields[11:15]) / _TICK
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == me:
+                return True
+        return False
+
+    return sum(c for pid, c in cpu.items() if descends(pid))
+
+
+@dataclass
+class CpuUse:
+    """CPU seconds spent over a phase: `notify` is the bench's main thread, `servers` its child processes."""
+
+    notify: float
+    servers: float
+
+    @classmethod
+    def now(cls) -> CpuUse:
+        return cls(time.thread_time(), _children_cpu_seconds())
+
+    def since(self, start: CpuUse) -> CpuUse:
+        return CpuUse(self.notify - start.notify, self.servers - start.servers)
+
+    def per_message(self, n: int) -> str:
+        return f"notify {self.notify / n * 1000:.2f} ms, PostgreSQL + broker {self.servers / n * 1000:.2f} ms"
 
 
 def request(i: int, channel: ChannelAddress) -> NotificationRequested:
@@ -186,8 +239,9 @@ def _figures(sent: dict[str, float], arrivals: Arrivals) -> Figures:
 
 async def through_notify(admin_dsn: str, bootstrap: str, arrivals: Arrivals, smtp_port: int,
                          channel_for: Callable[[int], ChannelAddress], n: int, rate: float,
-                         seconds: float) -> tuple[Figures, Figures]:
-    """(burst of n, steady rate) through a fresh notify service on its own schema and topics."""
+                         seconds: float) -> tuple[Figures, Figures, CpuUse]:
+    """(burst of n, steady rate, CPU over the burst) through a fresh notify service on its own schema and
+    topics."""
     from notify.config import NotifySettings
     from notify.main import build
 
@@ -208,13 +262,14 @@ async def through_notify(admin_dsn: str, bootstrap: str, arrivals: Arrivals, smt
         await _produce_burst(producer, topic, [warm])
         await arrivals.wait_for([warm.data["notification_id"]], timeout=120)
         events = [requested_event(request(i, channel_for(i))) for i in range(n)]
+        cpu = CpuUse.now()
         sent = await _produce_burst(producer, topic, events)
         await arrivals.wait_for(list(sent), timeout=600)
-        burst = _figures(sent, arrivals)
+        burst, cpu = _figures(sent, arrivals), CpuUse.now().since(cpu)
         events = [requested_event(request(i, channel_for(i))) for i in range(int(rate * seconds))]
         sent = await _produce_steady(producer, topic, events, rate)
         await arrivals.wait_for(list(sent), timeout=600)
-        return burst, _figures(sent, arrivals)
+        return burst, _figures(sent, arrivals), cpu
     finally:
         await producer.stop()
         await service.runtime.stop()
@@ -238,9 +293,10 @@ async def rows(admin_dsn: str, bootstrap: str, n: int = 2000, rate: float = 100.
         def webhook(i: int) -> ChannelAddress:
             return ChannelAddress(kind=ChannelKind.WEBHOOK, address=hook_url)
 
-        mail, mail_steady = await through_notify(admin_dsn, bootstrap, arrivals, smtp_port, email, n, rate, seconds)
-        hook, hook_steady = await through_notify(admin_dsn, bootstrap, arrivals, smtp_port, webhook, n, rate,
-                                                 seconds)
+        mail, mail_steady, mail_cpu = await through_notify(admin_dsn, bootstrap, arrivals, smtp_port, email, n,
+                                                           rate, seconds)
+        hook, hook_steady, hook_cpu = await through_notify(admin_dsn, bootstrap, arrivals, smtp_port, webhook, n,
+                                                           rate, seconds)
     finally:
         controller.stop()
         hooks.shutdown()
@@ -250,9 +306,34 @@ async def rows(admin_dsn: str, bootstrap: str, n: int = 2000, rate: float = 100.
         ("notify", f"bare aiosmtplib sends, {CONCURRENCY} in flight (ceiling)", f"{bare_mail:,.0f} messages/s"),
         ("notify", f"email delivered to the SMTP server, {n:,} requested at once", f"{mail.per_s:,.0f} messages/s"),
         ("notify", "email / ceiling", f"{mail.per_s / bare_mail:.0%}"),
+        ("notify", "email: CPU per delivered message in the burst", mail_cpu.per_message(n)),
         ("notify", f"email {steady}", mail_steady.latency()),
         ("notify", f"bare httpx POSTs, {CONCURRENCY} in flight (ceiling)", f"{bare_hook:,.0f} messages/s"),
         ("notify", f"webhooks delivered to the receiver, {n:,} requested at once", f"{hook.per_s:,.0f} messages/s"),
         ("notify", "webhook / ceiling", f"{hook.per_s / bare_hook:.0%}"),
+        ("notify", "webhook: CPU per delivered message in the burst", hook_cpu.per_message(n)),
         ("notify", f"webhook {steady}", hook_steady.latency()),
     ]
+
+
+async def _alone() -> list[tuple[str, str, str]]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "_lib"))
+    from support.stack import start_embedded
+
+    stack = start_embedded()
+    try:
+        return await rows(stack.admin_dsn, stack.bootstrap, int(os.environ.get("BENCH_NOTIFY_MESSAGES", "2000")),
+                          float(os.environ.get("BENCH_NOTIFY_RATE", "100")),
+                          float(os.environ.get("BENCH_STEADY_SECONDS", "10")))
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    before = Path("/proc/loadavg").read_text().strip()
+    table = asyncio.run(_alone())
+    print(f"load average before: {before}; after: {Path('/proc/loadavg').read_text().strip()}")
+    for _, measure, result in table:
+        print(f"{measure:<75} {result}")

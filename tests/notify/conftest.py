@@ -107,6 +107,30 @@ class Mailbox:
     data_replies: deque[str] = field(default_factory=deque)  # e.g. "451 ..." answered once each
     refuse_recipients_with: str | None = None  # e.g. "550 5.1.1 no such user"
     on_accept: Callable[[], Awaitable[None]] | None = None  # runs as a message is accepted, before the answer
+    peers: list[tuple[str, int]] = field(default_factory=list)  # the client end of each accepted message
+    mail_commands: int = 0
+    # A MAIL on a connection that has carried this many messages is answered "421 closing" and the server
+    # hangs up, as one does when it times the session out or shuts down (RFC 5321 3.8).
+    close_after_messages: int | None = None
+
+    @property
+    def connections(self) -> int:
+        """Distinct connections that delivered at least one accepted message."""
+        return len(set(self.peers))
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTPServer, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        self.mail_commands += 1
+        carried = self.peers.count(session.peer)
+        if self.close_after_messages is not None and carried >= self.close_after_messages:
+            transport = server.transport
+            assert transport is not None
+            asyncio.get_running_loop().call_soon(transport.close)  # after the reply has been written
+            return "421 4.4.2 closing this connection"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTPServer, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -120,6 +144,7 @@ class Mailbox:
         if self.data_replies:
             return self.data_replies.popleft()
         self.envelopes.append(envelope)
+        self.peers.append(session.peer)
         self.messages.append(message_from_bytes(envelope.content or b"", policy=policy.default))
         if self.on_accept is not None:
             await self.on_accept()
@@ -130,6 +155,12 @@ class Mailbox:
 class SmtpServer:
     port: int
     mailbox: Mailbox
+    controller: Controller | None = None  # set when the test may stop it early
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
 
 
 @pytest.fixture
@@ -141,6 +172,24 @@ def smtp_server() -> Iterator[SmtpServer]:
         yield SmtpServer(controller.port, mailbox)
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def start_smtp_server() -> Iterator[Callable[..., SmtpServer]]:
+    """Starts SMTP servers with aiosmtpd options of the test's choosing (an idle `timeout`, SMTPUTF8...);
+    the test may stop one early; the rest are stopped at the end."""
+    started: list[SmtpServer] = []
+
+    def start(**options: Any) -> SmtpServer:
+        mailbox = Mailbox()
+        controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(), **options)
+        controller.start()
+        started.append(SmtpServer(controller.port, mailbox, controller))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @dataclass

@@ -22,6 +22,11 @@ class NotifySettings(ServiceSettings):  # type: ignore[misc, unused-ignore]
     smtp_starttls: bool = False
     smtp_implicit_tls: bool = False
     smtp_timeout_seconds: float = 30.0
+    smtp_max_connections: int = Field(default=8, description="SMTP connections open at once (kept for reuse).")
+    smtp_idle_seconds: float = Field(
+        default=30.0, description="An unused SMTP connection is closed after this; keep it under the relay's."
+    )
+    smtp_messages_per_connection: int = 100
     mail_from: str = "safeguarding-alerts@school.example"
     email_provider: str = Field(
         default="smtp", description="'smtp' or 'govuk_notify': who sends the email channel when both are set."

@@ -173,6 +173,13 @@ class Deliverer:
             poll_seconds=self._config.poll_seconds, failure_event="notify.delivery_pass_failed",
         )
 
+    async def aclose(self) -> None:
+        """Close what the channels keep open (pooled SMTP connections) once nothing more will be sent."""
+        for channel in self._channels.values():
+            close = getattr(channel, "aclose", None)
+            if close is not None:
+                await close()
+
     async def deliver_due(self, now: datetime) -> PassResult:
         """Deliver everything due at `now`; a delivery moved to its next channel is tried in the same pass."""
         total = PassResult()

@@ -53,7 +53,9 @@ def build_channels(settings: NotifySettings, clock: Clock = utc_now) -> dict[Cha
                 host=settings.smtp_host, port=settings.smtp_port, sender=settings.mail_from,
                 starttls=settings.smtp_starttls, implicit_tls=settings.smtp_implicit_tls,
                 username=settings.smtp_username, password=settings.smtp_password,
-                timeout_seconds=settings.smtp_timeout_seconds,
+                timeout_seconds=settings.smtp_timeout_seconds, max_connections=settings.smtp_max_connections,
+                idle_seconds=settings.smtp_idle_seconds,
+                messages_per_connection=settings.smtp_messages_per_connection,
             ),
             clock=clock,
         )
@@ -116,7 +118,13 @@ def build(
     )
 
     async def delivery_loop(runtime: Runtime, stop: asyncio.Event) -> None:
-        await deliverer.run(stop, clock)
+        try:
+            if settings.delivery_loop:
+                await deliverer.run(stop, clock)
+            else:  # a test drives the deliverer; the channels' connections are still closed at the stop
+                await stop.wait()
+        finally:
+            await deliverer.aclose()
 
     handler = requested_handler(clock, wake_channel(settings.schema_name))
     spec = ServiceSpec(
@@ -126,7 +134,7 @@ def build(
             Topic.NOTIFICATIONS_REQUESTED.value: handler,
             Topic.INCIDENTS_ACKNOWLEDGED.value: acknowledged_handler(),
         } if consume else {},
-        background=[delivery_loop] if settings.delivery_loop else [],
+        background=[delivery_loop],
     )
     runtime = Runtime(spec)
     holder.append(runtime)
