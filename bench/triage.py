@@ -9,16 +9,24 @@ produced with aiokafka; a reader on the output topics notes when each incident's
 The ceiling is the same pipeline with a bare handler (a `Runtime` whose `incidents.reported` handler only
 enqueues one `notifications.requested`): broker -> consumer + inbox -> outbox -> relay -> broker -> reader,
 in the same run, so triage's own cost is what the two differ by.
+
+CPU per report over each burst, because wall figures on a shared 2-core machine move with the neighbours: the
+bench process (the service under test, the bench's producer and reader, all on one event loop) and the embedded
+servers (PostgreSQL and the broker, the bench's child processes). `python -m bench.triage` runs these rows alone
+on fresh embedded servers and prints the load average around them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import os
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -60,15 +68,64 @@ def reported(i: int) -> CloudEvent:
     )
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    """CPU (user + system, their reaped children included) of every process descended from this one."""
+    me, parent, cpu = os.getpid(), {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone since the listing
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = sum(int(f) for f in fields[11:15]) / _TICK
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == me:
+                return True
+        return False
+
+    return sum(c for pid, c in cpu.items() if descends(pid))
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds: `bench` is this process (the service under test, producer and reader), `servers` the
+    embedded PostgreSQL and broker (child processes)."""
+
+    bench: float
+    servers: float
+
+    @classmethod
+    def now(cls) -> Cpu:
+        return cls(time.process_time(), _children_cpu_seconds())
+
+    def since(self, start: Cpu) -> Cpu:
+        return Cpu(self.bench - start.bench, self.servers - start.servers)
+
+    def per_report(self, n: int) -> str:
+        return f"bench process {self.bench / n * 1000:.2f} ms, PostgreSQL + broker {self.servers / n * 1000:.2f} ms"
+
+
 @dataclass(frozen=True)
 class Figures:
     per_s: float
     p50_ms: float
     p99_ms: float
     count: int
+    cpu: Cpu | None = None
 
     def latency(self) -> str:
         return f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms"
+
+    def cpu_per_report(self) -> str:
+        return self.cpu.per_report(self.count) if self.cpu is not None else "not measured"
 
 
 def pct(sorted_values: list[float], q: float) -> float:
@@ -139,15 +196,17 @@ async def _warm(producer: AIOKafkaProducer, topic: str, outputs: Outputs, make: 
 async def burst(producer: AIOKafkaProducer, topic: str, outputs: Outputs, events: list[CloudEvent]) -> Figures:
     """All events produced as fast as the producer takes them; rate = events / (last done - first sent)."""
     sent: dict[bytes, float] = {}
+    cpu = Cpu.now()
     start = time.perf_counter()
     for e in events:
         sent[e.key or b""] = time.perf_counter()
         await producer.send(topic, e.to_bytes(), key=e.key)
     await producer.flush()
     await outputs.wait(list(sent), timeout=600)
+    used = Cpu.now().since(cpu)
     end = max(outputs.done[k] for k in sent)
     lat = sorted(outputs.first[k] - t for k, t in sent.items())
-    return Figures(len(events) / (end - start), pct(lat, 0.5), pct(lat, 0.99), len(events))
+    return Figures(len(events) / (end - start), pct(lat, 0.5), pct(lat, 0.99), len(events), used)
 
 
 async def steady(producer: AIOKafkaProducer, topic: str, outputs: Outputs, events: list[CloudEvent],
@@ -239,6 +298,29 @@ async def rows(admin_dsn: str, bootstrap: str, n: int = 5000, rate: float = 500.
          f"{ceiling_burst.per_s:,.0f} events/s"),
         ("triage", f"reports triaged (triaged + requested out), {n:,} at once", f"{real_burst.per_s:,.0f} reports/s"),
         ("triage", "triage / ceiling", f"{real_burst.per_s / ceiling_burst.per_s:.0%}"),
+        ("triage", f"bare handler: CPU per report, {n:,} at once", ceiling_burst.cpu_per_report()),
+        ("triage", f"triage: CPU per report, {n:,} at once", real_burst.cpu_per_report()),
         ("triage", f"bare handler, reported -> requested, {steady_label} (ceiling)", ceiling_steady.latency()),
         ("triage", f"reported -> notifications.requested, {steady_label}", real_steady.latency()),
     ]
+
+
+async def _alone() -> list[tuple[str, str, str]]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "_lib"))
+    from support.stack import start_embedded
+
+    stack = start_embedded()
+    try:
+        return await rows(stack.admin_dsn, stack.bootstrap, int(os.environ.get("BENCH_TRIAGE_REPORTS", "5000")),
+                          float(os.environ.get("BENCH_TRIAGE_RATE", "500")),
+                          float(os.environ.get("BENCH_STEADY_SECONDS", "10")))
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    before = Path("/proc/loadavg").read_text().strip()
+    table = asyncio.run(_alone())
+    print(f"load average before: {before}; after: {Path('/proc/loadavg').read_text().strip()}")
+    for _, measure, result in table:
+        print(f"{measure:<80} {result}")

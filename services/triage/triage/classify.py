@@ -10,11 +10,10 @@ from pydantic import BaseModel, ConfigDict
 
 from common.contracts import IncidentClass, Reason, Urgency
 from common.incident import IncidentReport, RiskArea, Subject, SubjectKind
+from triage.compiled_rules import CompiledRule, TextTest, compiled
 from triage.rules import (
     CLASS_SEVERITY,
     URGENCY_SEVERITY,
-    Conditions,
-    Rule,
     Rulebook,
     default_rulebook,
     more_serious_area,
@@ -52,18 +51,15 @@ class _Facts:
     staff_roles: frozenset[str]
     youngest_age: int | None
     special_educational_needs: bool
-    _searched: dict[re.Pattern[str], bool] = field(default_factory=dict, compare=False)
+    _said: dict[int, bool] = field(default_factory=dict, compare=False)
 
-    def says_any(self, patterns: tuple[re.Pattern[str], ...]) -> bool:
-        """Whether the description matches any of `patterns`; each pattern is searched once per report,
-        however many passes the rules take."""
-        for p in patterns:
-            found = self._searched.get(p)
-            if found is None:
-                found = self._searched[p] = p.search(self.report.description) is not None
-            if found:
-                return True
-        return False
+    def says(self, test: TextTest) -> bool:
+        """Whether the description matches `test`; each test is searched once per report, however many rules
+        and passes ask."""
+        found = self._said.get(id(test))
+        if found is None:
+            found = self._said[id(test)] = test.matches(self.report.description)
+        return found
 
 
 @dataclass
@@ -81,7 +77,8 @@ class _Verdict:
 
 
 def classify(report: IncidentReport, rulebook: Rulebook | None = None) -> Classification:
-    """Classify `report`. Rules are applied in passes until none fires; each fires at most once."""
+    """Classify `report`. Rules are applied in passes until none fires; each fires at most once: in each pass,
+    every rule that holds against the verdict as it stood when the pass began fires, in the rulebook's order."""
     book = rulebook if rulebook is not None else default_rulebook()
     facts = _facts_of(report, book)
     verdict = _Verdict(
@@ -90,14 +87,15 @@ def classify(report: IncidentReport, rulebook: Rulebook | None = None) -> Classi
         risk_area=report.risk_area,
         child_at_immediate_risk=report.child_at_immediate_risk,
     )
-    fired: set[str] = set()
-    while True:
-        due = [r for r in book.rules if r.id not in fired and _holds(r.when, facts, verdict)]
+    # What depends on the report alone is asked once; what depends on the verdict, in every pass.
+    candidates = [r for r in compiled(book).by_category[report.category] if _report_fits(r, facts)]
+    while candidates:
+        due = [r for r in candidates if _verdict_fits(r, verdict) and _text_fits(r, facts)]
         if not due:
             break
         for rule in due:
-            fired.add(rule.id)
             _apply(rule, verdict)
+        candidates = [r for r in candidates if r not in due]
     standing_aside = sorted(facts.staff_roles) if verdict.staff_stand_aside else []
     return Classification(
         incident_class=verdict.incident_class,
@@ -144,35 +142,34 @@ def _oldest_possible_age(subject: Subject, on: datetime) -> int | None:
     return int(match.group(1)) + 5 if match else None
 
 
-def _holds(when: Conditions, facts: _Facts, verdict: _Verdict) -> bool:
-    """Every condition of `when` holds. The first that fails ends it, and the text patterns (most of the
-    cost) come last, so they are searched only for rules whose other conditions all hold."""
-    report = facts.report
-    if when.categories and report.category not in when.categories:
+def _report_fits(rule: CompiledRule, facts: _Facts) -> bool:
+    """The conditions on the report's subjects (its category is already known to fit)."""
+    if rule.subject_kinds and not facts.subject_kinds & rule.subject_kinds:
         return False
-    if report.category in when.not_categories:
+    if rule.subject_staff_roles and not facts.staff_roles & rule.subject_staff_roles:
         return False
-    if when.classes and verdict.incident_class not in when.classes:
-        return False
-    if when.subject_kinds and not facts.subject_kinds.intersection(when.subject_kinds):
-        return False
-    if when.subject_staff_roles and not facts.staff_roles.intersection(when.subject_staff_roles):
-        return False
-    if when.subject_younger_than is not None and (
-        facts.youngest_age is None or facts.youngest_age >= when.subject_younger_than
+    if rule.subject_younger_than is not None and (
+        facts.youngest_age is None or facts.youngest_age >= rule.subject_younger_than
     ):
         return False
-    if when.subject_has_special_educational_needs and not facts.special_educational_needs:
-        return False
-    if when.child_at_immediate_risk and not verdict.child_at_immediate_risk:
-        return False
-    if when.patterns and not facts.says_any(when.patterns):
-        return False
-    return not when.with_patterns or facts.says_any(when.with_patterns)
+    return not rule.subject_has_special_educational_needs or facts.special_educational_needs
 
 
-def _apply(rule: Rule, verdict: _Verdict) -> None:
-    raises = rule.raises
+def _verdict_fits(rule: CompiledRule, verdict: _Verdict) -> bool:
+    if rule.classes and verdict.incident_class not in rule.classes:
+        return False
+    return not rule.child_at_immediate_risk or verdict.child_at_immediate_risk
+
+
+def _text_fits(rule: CompiledRule, facts: _Facts) -> bool:
+    """The text patterns, the costly part: asked last, only of rules whose other conditions hold."""
+    if rule.says is not None and not facts.says(rule.says):
+        return False
+    return rule.also_says is None or facts.says(rule.also_says)
+
+
+def _apply(compiled_rule: CompiledRule, verdict: _Verdict) -> None:
+    raises = compiled_rule.rule.raises
     if raises.incident_class is not None:
         verdict.incident_class = more_severe(verdict.incident_class, raises.incident_class)
     if raises.urgency is not None:
@@ -183,4 +180,4 @@ def _apply(rule: Rule, verdict: _Verdict) -> None:
     verdict.staff_stand_aside = verdict.staff_stand_aside or raises.staff_subject_stands_aside
     verdict.reminders.extend(c for c in raises.reminders if c not in verdict.reminders)
     verdict.circumstances.extend(c for c in raises.circumstances if c not in verdict.circumstances)
-    verdict.reasons.append(Reason(rule=rule.id, explanation=rule.explanation))
+    verdict.reasons.append(compiled_rule.reason)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
-
-from pydantic import BaseModel, ConfigDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from common.contracts import (
     ActionKind,
     Agency,
-    ChannelAddress,
     IncidentTriaged,
     Reason,
-    Recipient,
     Reminder,
 )
 from common.incident import IncidentReport
@@ -28,7 +26,8 @@ from triage.chain import (
 )
 from triage.classify import Classification
 from triage.messages import NoticeContext, NotificationDraft, notices
-from triage.policy import Chain, SchoolPolicy
+from triage.policy import SchoolPolicy
+from triage.policy_derived import derived_from
 
 __all__ = [
     "EscalationCursor",
@@ -57,10 +56,9 @@ _ACTION_CLOSES: dict[ActionKind, frozenset[str]] = {
 }
 
 
-class EscalationPlan(BaseModel):
+@dataclass(frozen=True)
+class EscalationPlan:
     """Everything triage decides for one incident: the frozen chain, reminders and first notices."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     context: NoticeContext
     chain: FrozenChain
@@ -68,6 +66,8 @@ class EscalationPlan(BaseModel):
     reminders: tuple[Reminder, ...]
     first_notices: tuple[NotificationDraft, ...]
     reasons: tuple[Reason, ...]
+    stored_chain: str  # the chain as the incidents row keeps it (JSON)
+    chain_contract: tuple[dict[str, Any], ...]  # the chain as `incidents.triaged` carries it
 
     def notices_for(self, step: TimerStep) -> tuple[NotificationDraft, ...]:
         """The notices a timer step sends (none unless it escalated or repeated)."""
@@ -83,17 +83,28 @@ class EscalationPlan(BaseModel):
             reasons=list(self.reasons),
             reminders=list(self.reminders),
             policy_version=self.chain.policy_version,
-            chain=self.chain.as_contract(),
+            chain=list(self.chain_contract),
         )
 
 
 def plan_escalation(
     report: IncidentReport, classification: Classification, policy: SchoolPolicy, now: datetime
 ) -> EscalationPlan:
-    """Freeze the chain, date the reminders and draft the first notices for a classified report."""
-    chain_policy, chain_reasons = _choose_chain(classification, policy)
-    chain, stand_in_reasons = _freeze(chain_policy, policy, classification.roles_standing_aside)
+    """Freeze the chain, date the reminders and draft the first notices for a classified report. What depends
+    only on the policy (chains, contacts, reminder texts) is derived once per policy (`triage.policy_derived`)."""
+    derived = derived_from(policy)
+    standing_aside = classification.roles_standing_aside
+    chosen = derived.chosen(classification.incident_class, classification.circumstances, standing_aside)
+    chain = chosen.chain
     at_once = classification.child_at_immediate_risk
+    reminders = tuple(
+        Reminder(
+            code=t.code, text=t.text, owner_role=t.owner_role,
+            due_at=t.due.due_at(now, policy.working_hours) if t.due else None,
+        )
+        for t in derived.reminders(classification.incident_class, classification.reminder_codes, standing_aside)
+    )
+    reasons = (*classification.reasons, *chosen.reasons)
     context = NoticeContext(
         school_id=report.school_id,
         school_name=policy.school_name,
@@ -101,8 +112,8 @@ def plan_escalation(
         incident_class=classification.incident_class,
         urgency=classification.urgency,
         risk_area=classification.risk_area,
-        reasons=(*classification.reasons, *chain_reasons, *stand_in_reasons),
-        reminders=_reminders(classification, policy, now),
+        reasons=reasons,
+        reminders=reminders,
     )
     told = chain.levels if at_once else chain.levels[:1]
     reason = "a child is at immediate risk: the whole chain is told at once" if at_once else "first notice"
@@ -111,83 +122,12 @@ def plan_escalation(
         context=context,
         chain=chain,
         cursor=start_cursor(chain, now, whole_chain_at_once=at_once),
-        reminders=context.reminders,
+        reminders=reminders,
         first_notices=first,
-        reasons=context.reasons,
+        reasons=reasons,
+        stored_chain=chosen.stored_json,
+        chain_contract=chosen.contract,
     )
-
-
-def _choose_chain(classification: Classification, policy: SchoolPolicy) -> tuple[Chain, list[Reason]]:
-    chain = policy.chain_for(classification.incident_class, classification.circumstances)
-    when = getattr(chain, "when", None)
-    if when is None:
-        return chain, []
-    explanation = f"The school's policy has its own chain for this circumstance ({when.replace('_', ' ')})."
-    return chain, [Reason(rule=f"policy.special-chain.{when}", explanation=explanation)]
-
-
-def _freeze(chain: Chain, policy: SchoolPolicy, standing_aside: tuple[str, ...]) -> tuple[FrozenChain, list[Reason]]:
-    """Copy the chain with its contacts; a role standing aside gives way to its stand-in; nobody twice."""
-    reasons = [
-        Reason(
-            rule=f"policy.stand-in.{role}",
-            explanation=f"The {role.replace('_', ' ')} is the subject, so is not told; "
-            f"{(_acting_role(role, standing_aside, policy) or 'nobody').replace('_', ' ')} acts instead.",
-        )
-        for role in standing_aside
-    ]
-    levels: list[EscalationLevel] = []
-    told: set[str] = set()
-    for level in chain.levels:
-        roles = [_acting_role(role, standing_aside, policy) for role in level.roles]
-        fresh = [r for r in dict.fromkeys(roles) if r is not None and r not in told]
-        told.update(fresh)
-        if fresh:
-            recipients = tuple(_recipient(role, policy) for role in fresh)
-            levels.append(EscalationLevel(level=len(levels), recipients=recipients, ack_timeout=level.ack_timeout))
-    if not levels:  # Nobody left: better to tell the chain as written than to tell nobody.
-        return _freeze(chain, policy, ())[0], [Reason(rule="policy.no-stand-in", explanation=_NO_STAND_IN)]
-    frozen = FrozenChain(
-        levels=tuple(levels),
-        repeat_every=_minutes(chain.repeat_every_minutes),
-        max_repeats=chain.max_repeats,
-        policy_version=policy.version,
-    )
-    return frozen, reasons
-
-
-_NO_STAND_IN = "Everyone in the chain is a subject and the policy names no stand-in; the chain is told as written."
-
-
-def _acting_role(role: str, standing_aside: tuple[str, ...], policy: SchoolPolicy) -> str | None:
-    seen: set[str] = set()
-    while role in standing_aside:
-        if role in seen or role not in policy.stand_ins:
-            return None
-        seen.add(role)
-        role = policy.stand_ins[role]
-    return role
-
-
-def _recipient(role: str, policy: SchoolPolicy) -> Recipient:
-    contact = policy.contacts[role]
-    channels = [ChannelAddress(kind=c.kind, address=c.address) for c in contact.channels]
-    return Recipient(role=role, name=contact.name, channels=channels)
-
-
-def _reminders(classification: Classification, policy: SchoolPolicy, now: datetime) -> tuple[Reminder, ...]:
-    codes = dict.fromkeys([*policy.reminder_codes_for(classification.incident_class), *classification.reminder_codes])
-    reminders = []
-    for code in codes:
-        definition = policy.reminders[code]
-        owner = _acting_role(definition.owner, classification.roles_standing_aside, policy) or definition.owner
-        due_at = definition.due.due_at(now, policy.working_hours) if definition.due else None
-        reminders.append(Reminder(code=code, text=definition.text, owner_role=owner, due_at=due_at))
-    return tuple(reminders)
-
-
-def _minutes(count: int) -> timedelta:
-    return timedelta(minutes=count)
 
 
 def reminders_closed_by(action: ActionKind, agency: Agency | None, open_reminders: Iterable[str] = ()) -> set[str]:

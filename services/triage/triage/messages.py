@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -43,31 +44,53 @@ class NoticeContext(_Frozen):
     reminders: tuple[Reminder, ...]
 
 
-class NotificationDraft(_Frozen):
-    """A notice for one recipient, ready to become a `NotificationRequested` once ids are known."""
+@dataclass(frozen=True, slots=True)
+class NotificationDraft:
+    """A notice for one recipient, ready to become a `NotificationRequested` once ids are known. Its words
+    (`headline`, `body`) are rendered only when asked for: the request that leaves triage does not carry them."""
 
-    school_id: str
-    school_name: str
+    context: NoticeContext
     level: int
     recipient: Recipient
-    incident_class: IncidentClass
-    urgency: Urgency
     reason: str
     reminders: tuple[Reminder, ...]
-    headline: str
-    body: tuple[str, ...]
+
+    @property
+    def school_id(self) -> str:
+        return self.context.school_id
+
+    @property
+    def school_name(self) -> str:
+        return self.context.school_name
+
+    @property
+    def incident_class(self) -> IncidentClass:
+        return self.context.incident_class
+
+    @property
+    def urgency(self) -> Urgency:
+        return self.context.urgency
+
+    @property
+    def headline(self) -> str:
+        return headline(self.context)
+
+    @property
+    def body(self) -> tuple[str, ...]:
+        return body(self.context, self.reason)
 
     def to_request(
         self, *, notification_id: str, incident_id: str, reference: str, generation: int
     ) -> NotificationRequested:
+        context = self.context
         return NotificationRequested(
             notification_id=notification_id,
             incident_id=incident_id,
             reference=reference,
-            school_id=self.school_id,
-            school_name=self.school_name,
-            incident_class=self.incident_class,
-            urgency=self.urgency,
+            school_id=context.school_id,
+            school_name=context.school_name,
+            incident_class=context.incident_class,
+            urgency=context.urgency,
             level=self.level,
             generation=generation,
             recipient=self.recipient,
@@ -79,21 +102,7 @@ class NotificationDraft(_Frozen):
 def notices(
     context: NoticeContext, level: int, recipients: tuple[Recipient, ...], reason: str
 ) -> tuple[NotificationDraft, ...]:
-    return tuple(
-        NotificationDraft(
-            school_id=context.school_id,
-            school_name=context.school_name,
-            level=level,
-            recipient=recipient,
-            incident_class=context.incident_class,
-            urgency=context.urgency,
-            reason=reason,
-            reminders=context.reminders,
-            headline=headline(context),
-            body=body(context, reason),
-        )
-        for recipient in recipients
-    )
+    return tuple(NotificationDraft(context, level, recipient, reason, context.reminders) for recipient in recipients)
 
 
 def headline(context: NoticeContext) -> str:

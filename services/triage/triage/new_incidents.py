@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from common.contracts import ActionKind, Agency, ChannelAddress, IncidentReported, Recipient
+from common.contracts import ActionKind, Agency, IncidentReported
 from common.db import Connection
 from common.events import CloudEvent
 from common.outbox import enqueue
@@ -21,6 +21,7 @@ from common.topics import EventType
 from triage.classify import Classification
 from triage.escalation import EscalationPlan, reminders_closed_by
 from triage.policy import SchoolPolicy
+from triage.policy_derived import derived_from
 from triage.state import IncidentState, NoticeRow, derived_id, event_for, notice_events, record_notices
 
 log = structlog.get_logger(__name__)
@@ -118,7 +119,7 @@ def _incident_row(p: PlannedIncident) -> tuple[object, ...]:
     return (
         p.reported.incident_id, p.reported.reference, p.reported.report.school_id, p.event.correlationid,
         p.classification.incident_class.value, p.classification.urgency.value, p.classification.risk_area.value,
-        plan.chain.policy_version, plan.chain.model_dump_json(), plan.context.model_dump_json(),
+        plan.chain.policy_version, plan.stored_chain, plan.context.model_dump_json(),
         plan.cursor.level, plan.cursor.repeat, plan.cursor.next_due_at, p.now,
     )
 
@@ -126,27 +127,16 @@ def _incident_row(p: PlannedIncident) -> tuple[object, ...]:
 def _reminder_rows(p: PlannedIncident, min_period: timedelta) -> list[ReminderRow]:
     """A new incident's reminders; a closable one with an owner gets its re-notice schedule."""
     rows: list[ReminderRow] = []
+    derived = derived_from(p.policy)
     for reminder in p.plan.reminders:
-        owner = _recipient(p.policy, reminder.owner_role)
+        owner = derived.owner_json(reminder.owner_role)
         period = next_at = None
         if reminder.due_at is not None and owner is not None and reminder.code in CLOSABLE:
             next_at = max(reminder.due_at, p.now + min_period)
             period = max(reminder.due_at - p.now, min_period)
-        rows.append((p.reported.incident_id, reminder.code, reminder.text, reminder.owner_role,
-                     owner.model_dump_json() if owner else None, reminder.due_at,
-                     period.total_seconds() if period else None, next_at))
+        rows.append((p.reported.incident_id, reminder.code, reminder.text, reminder.owner_role, owner,
+                     reminder.due_at, period.total_seconds() if period else None, next_at))
     return rows
-
-
-def _recipient(policy: SchoolPolicy, role: str) -> Recipient | None:
-    contact = policy.contacts.get(role)
-    if contact is None:
-        return None
-    return Recipient(
-        role=role,
-        name=contact.name,
-        channels=[ChannelAddress(kind=c.kind, address=c.address) for c in contact.channels],
-    )
 
 
 def _columns(rows: Sequence[tuple[object, ...]]) -> list[list[object]]:

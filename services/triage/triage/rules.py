@@ -40,12 +40,15 @@ class RulebookError(InvalidYamlFile):
     """The rules file cannot be used; the message names the file, line, path and problem."""
 
 
+WORD_BOUNDED = r"(?<!\w)(?:{})(?!\w)"  # a pattern as written -> the pattern searched
+
+
 def _word_bounded(value: object) -> object:
     """Compile a pattern case-insensitively, bounded so that 'nude' does not match inside 'denuded'."""
     if not isinstance(value, str):
         return value
     try:
-        return re.compile(rf"(?<!\w)(?:{value})(?!\w)", re.IGNORECASE)
+        return re.compile(WORD_BOUNDED.format(value), re.IGNORECASE)
     except re.error as exc:
         raise ValueError(f"pattern {value!r} is not a valid regular expression: {exc}") from None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -209,7 +209,7 @@ async def notify_overdue_reminder(conn: Connection, due: DueReminder, now: datet
     )
     reason = f"overdue reminder ({count}): {due.reminder.text}"
     (draft,) = notices(due.incident.context, due.incident.cursor.level, (due.owner,), reason)
-    draft = draft.model_copy(update={"reminders": (due.reminder,)})
+    draft = replace(draft, reminders=(due.reminder,))
     nid = derived_id("reminder", due.incident.id, due.code, count, due.owner.role)
     events = await request_notices(
         conn, due.incident, [draft], repeat=count, now=now, caused_by=None, kind="reminder", ids=[nid]
