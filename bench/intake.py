@@ -3,10 +3,16 @@ endpoint that validates the same IncidentReport model and does no I/O (the ceili
 
 Each server runs under uvicorn in its own process (`python -m bench.intake serve ...`); the load comes from
 bench.loadgen (raw keep-alive HTTP/1.1 on asyncio streams: httpx's own CPU cost used to be the ceiling) in the
-bench process, on the same machine."""
+bench process, on the same machine. The machine is shared, so each phase also reports the CPU time spent per
+answered request by the server, PostgreSQL, the broker and the load generator (from /proc), which other
+people's load changes far less than it changes wall-clock rates.
+
+Alone: `python -m bench.intake` (embedded servers of its own); BENCH_INTAKE_PROFILE=/tmp/i.txt adds a py-spy
+profile (raw format) of the intake server during the closed loop."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 import socket
@@ -15,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,7 @@ def _bare_app() -> Any:
 
 
 def _intake_app(admin_dsn: str, bootstrap: str, name: str) -> Any:
+    from common.http import configure_logging
     from intake.config import IntakeSettings, IntegrationKey, hash_key
     from intake.main import create_app
 
@@ -66,6 +74,7 @@ def _intake_app(admin_dsn: str, bootstrap: str, name: str) -> Any:
         integrations=[IntegrationKey(integration_id="bench-a", key_sha256=hash_key(KEY),
                                      schools=frozenset({"school-a"}))],
     )
+    configure_logging(settings)  # as `python -m intake` does: JSON lines (structlog's default is a dev console)
     return create_app(settings)
 
 
@@ -83,12 +92,84 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of a process and all its descendants, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def _runqueue_wait(pid: int) -> float:
+    """Seconds the process's threads spent ready to run but waiting for a CPU (/proc/<pid>/task/*/schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError):
+            continue
+    return total / 1e9
+
+
+@dataclass
+class CpuWindow:
+    """CPU seconds spent by named process trees (and this process, the load generator) over a window, and how
+    long the first one (the server) waited for a CPU: on a shared machine, the share of the window it lost."""
+
+    pids: dict[str, int]
+
+    def __enter__(self) -> CpuWindow:
+        self._start = self._now()
+        self._wall = time.monotonic()
+        self._waited = _runqueue_wait(next(iter(self.pids.values())))
+        self.spent: dict[str, float] = {}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.spent = {k: v - self._start[k] for k, v in self._now().items()}
+        self.wall = time.monotonic() - self._wall
+        self.waited = _runqueue_wait(next(iter(self.pids.values()))) - self._waited
+
+    def _now(self) -> dict[str, float]:
+        return {**{k: _tree_cpu(p) for k, p in self.pids.items()}, "load generator": time.process_time()}
+
+    def per_request(self, answered: int) -> str:
+        if not answered:
+            return "n/a"
+        parts = [f"{k} {v / answered * 1e6:,.0f}" for k, v in self.spent.items()]
+        server, busy = next(iter(self.pids)), next(iter(self.spent.values()))
+        return (", ".join(parts) + f" us (total {sum(self.spent.values()) / answered * 1e6:,.0f} us); {server} "
+                f"busy {busy / self.wall:.0%} of the window, waited for a CPU {self.waited / self.wall:.0%}")
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+
 @contextmanager
-def _server(*args: str) -> Iterator[str]:
+def _server(*args: str) -> Iterator[Server]:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    # The server's log lines (one per report) are written, as in production, but not onto the bench's output.
     proc = subprocess.Popen([sys.executable, "-m", "bench.intake", "serve", args[0], str(port), *args[1:]],  # noqa: S603
-                            cwd=ROOT, env=env)
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -102,7 +183,7 @@ def _server(*args: str) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        yield url
+        yield Server(url, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -112,31 +193,97 @@ def _server(*args: str) -> Iterator[str]:
             proc.wait()
 
 
+async def _published(url: str, timeout: float = 60.0) -> None:
+    """Wait until the relay has published every accepted report (intake's /metrics outbox_backlog is 0)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=url) as client:
+        while time.monotonic() < deadline:
+            metrics = (await client.get("/metrics")).text
+            if "intake_outbox_backlog 0\n" in metrics:
+                return
+            await asyncio.sleep(0.1)
+    raise TimeoutError("the outbox relay did not catch up")
+
+
+@contextmanager
+def _profiled(pid: int, seconds: float) -> Iterator[None]:
+    """py-spy on the server for the window, if BENCH_INTAKE_PROFILE names an output file."""
+    out = os.environ.get("BENCH_INTAKE_PROFILE")
+    if not out:
+        yield
+        return
+    spy = Path(sys.executable).with_name("py-spy")
+    proc = subprocess.Popen([str(spy), "record", "--format", "raw", "-o", out, "--pid", str(pid),  # noqa: S603
+                             "--duration", str(int(seconds) + 1), "--nonblocking"])
+    try:
+        yield
+    finally:
+        proc.wait(timeout=60)
+
+
 async def rows(admin_dsn: str, bootstrap: str, concurrency: int = 32, seconds: float = 10.0,
-               rate: float = 500.0) -> list[tuple[str, str, str]]:
+               rate: float = 500.0, servers: dict[str, int] | None = None) -> list[tuple[str, str, str]]:
+    """`servers`: pids of the PostgreSQL and broker processes, to measure their CPU per request too."""
     import uuid
 
     body, headers = _report(), {"X-API-Key": KEY}
-    with _server("bare") as url:
-        bare = await closed_loop(url, PATH, body, headers, concurrency=concurrency, seconds=seconds, expect=202)
-    with _server("intake", admin_dsn, bootstrap, "i" + uuid.uuid4().hex[:8]) as url:
-        real = await closed_loop(url, PATH, body, headers, concurrency=concurrency, seconds=seconds, expect=202)
-        steady = await steady_rate(url, PATH, body, headers, rate=rate, seconds=seconds, expect=202)
+    others = servers or {}
+    with _server("bare") as bare_server, CpuWindow({"server": bare_server.pid}) as bare_cpu:
+        bare = await closed_loop(bare_server.url, PATH, body, headers, concurrency=concurrency, seconds=seconds,
+                                 expect=202)
+    with _server("intake", admin_dsn, bootstrap, "i" + uuid.uuid4().hex[:8]) as server:
+        with CpuWindow({"intake": server.pid, **others}) as real_cpu, _profiled(server.pid, seconds + 1):
+            real = await closed_loop(server.url, PATH, body, headers, concurrency=concurrency, seconds=seconds,
+                                     expect=202)
+            await _published(server.url)  # the relay's work for these reports is part of their cost
+        with CpuWindow({"intake": server.pid, **others}) as steady_cpu:
+            steady = await steady_rate(server.url, PATH, body, headers, rate=rate, seconds=seconds, expect=202)
+            await _published(server.url)
 
     def lat(x: Load) -> str:
         return f"p50 {x.p50_ms:.1f} ms, p99 {x.p99_ms:.1f} ms" + (f", {x.errors} errors" if x.errors else "")
+
+    def answered(x: Load) -> int:
+        # The CPU windows include the warm-up second and the drain: count every answer in them.
+        return x.answered
 
     c = f"{concurrency} clients"
     return [
         ("intake", f"bare FastAPI, validate IncidentReport, {c} (ceiling)", f"{bare.per_second:,.0f} reports/s"),
         ("intake", f"bare FastAPI latency, {c}", lat(bare)),
+        ("intake", f"bare FastAPI CPU per request, {c}", bare_cpu.per_request(answered(bare))),
         ("intake", f"POST /v1/incidents accepted (202), {c}", f"{real.per_second:,.0f} reports/s"),
         ("intake", f"POST /v1/incidents latency, {c}", lat(real)),
+        ("intake", f"POST /v1/incidents CPU per accepted report, {c}", real_cpu.per_request(answered(real))),
         ("intake", "intake / ceiling", f"{real.per_second / bare.per_second:.0%}"),
         ("intake", f"POST /v1/incidents at a steady {rate:,.0f}/s for {seconds:.0f} s",
          f"{steady.per_second:,.0f} accepted/s, " + lat(steady)),
+        ("intake", f"POST /v1/incidents CPU per report at a steady {rate:,.0f}/s",
+         steady_cpu.per_request(answered(steady))),
     ]
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
-    _serve(sys.argv[2:])
+async def _alone() -> list[tuple[str, str, str]]:
+    sys.path.insert(0, str(ROOT / "tests" / "_lib"))
+    from support.stack import start_embedded
+
+    stack = start_embedded()
+    assert stack._pg is not None and stack._broker is not None
+    try:
+        return await rows(stack.admin_dsn, stack.bootstrap,
+                          concurrency=int(os.environ.get("BENCH_INTAKE_CONCURRENCY", "32")),
+                          seconds=float(os.environ.get("BENCH_STEADY_SECONDS", "10")),
+                          servers={"PostgreSQL": stack._pg.pid, "broker": stack._broker.pid})
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["serve"]:
+        _serve(sys.argv[2:])
+    else:
+        before = Path("/proc/loadavg").read_text().strip()
+        table = asyncio.run(_alone())
+        print(f"load average before: {before}; after: {Path('/proc/loadavg').read_text().strip()}")
+        for _, measure, result in table:
+            print(f"{measure:<70} {result}")

@@ -35,16 +35,21 @@ def is_json(content_type: str) -> bool:
 
 def check_document(document: Any) -> None:
     """Refuse imagery anywhere, and strings PostgreSQL cannot store (NUL, unpaired surrogates)."""
-    finding = imagery.find_in_json(document)
+    located = imagery.located_strings(document)
+    finding = imagery.find_in_strings(located)
     if finding is not None:
         raise ImageryRefused(finding.where, finding.what)
-    for where, text in imagery.strings(document):
+    for place, text in located:
         if "\x00" in text:
+            where = imagery.path_of(place)
             raise InvalidInput(f"{where}: contains a NUL character",
                                errors=[FieldError(field=where, reason="contains a NUL character")])
+        if text.isascii():
+            continue  # no surrogates in ASCII
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
+            where = imagery.path_of(place)
             raise InvalidInput(f"{where}: is not valid Unicode text",
                                errors=[FieldError(field=where, reason="contains an unpaired surrogate")]) from None
 

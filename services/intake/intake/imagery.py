@@ -88,11 +88,15 @@ def _looks_binary(data: bytes) -> bool:
     return len(sample) > 0 and printable / len(sample) < 0.85
 
 
+# Characters that are not text (C0 controls but tab and line breaks, DEL, C1 controls, Latin-1 above them).
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\xff]")
+
+
 def inspect_text(text: str) -> str | None:
     """What media or file data a string carries, or None."""
-    if "data:" in text.lower() and _DATA_URI.search(text):
+    if ":" in text and "data:" in text.lower() and _DATA_URI.search(text):
         return "a data: URI"
-    if any(ord(c) < 9 or 13 < ord(c) < 32 or 127 <= ord(c) < 256 for c in text[:8]):
+    if _NOT_TEXT.search(text, 0, 8):
         # Raw bytes smuggled into a JSON string (e.g. "\u0089PNG..."), not text.
         raw_kind = sniff(text[:16].encode("latin-1", "ignore"))
         if raw_kind is not None:
@@ -113,28 +117,56 @@ def inspect_text(text: str) -> str | None:
     return None
 
 
-def _walk(node: Any, path: str) -> Iterator[tuple[str, str]]:
+# Where a string is in a document, as a chain of (parent, key or index) built only as deep as it goes; the
+# dotted path is written out only for the string that is reported.
+_Where = tuple[Any, str | int] | None
+
+
+def _collect(node: Any, where: _Where, out: list[tuple[_Where, str]]) -> None:
     if isinstance(node, str):
-        yield path or "(body)", node
+        out.append((where, node))
     elif isinstance(node, dict):
         for key, value in node.items():
-            child = f"{path}.{key}" if path else str(key)
-            yield child, str(key)
-            yield from _walk(value, child)
+            child = (where, str(key))
+            out.append((child, str(key)))
+            _collect(value, child, out)
     elif isinstance(node, list):
         for i, item in enumerate(node):
-            yield from _walk(item, f"{path}[{i}]")
+            _collect(item, (where, i), out)
+
+
+def path_of(where: _Where) -> str:
+    """'subjects[0].name' for the chain of keys and indexes; '(body)' for the document itself."""
+    parts: list[str | int] = []
+    while where is not None:
+        where, part = where
+        parts.append(part)
+    out = ""
+    for part in reversed(parts):
+        out += f"[{part}]" if isinstance(part, int) else (f"{out and '.'}{part}")
+    return out or "(body)"
+
+
+def located_strings(document: Any) -> list[tuple[_Where, str]]:
+    """Every string of a parsed JSON document, keys included, with where it is (see `path_of`)."""
+    out: list[tuple[_Where, str]] = []
+    _collect(document, None, out)
+    return out
 
 
 def find_in_json(document: Any) -> Finding | None:
     """The first field of a parsed JSON document that carries media or file data."""
-    for where, text in _walk(document, ""):
+    return find_in_strings(located_strings(document))
+
+
+def find_in_strings(located: list[tuple[_Where, str]]) -> Finding | None:
+    for where, text in located:
         what = inspect_text(text)
         if what is not None:
-            return Finding(where, what)
+            return Finding(path_of(where), what)
     return None
 
 
 def strings(document: Any) -> Iterator[tuple[str, str]]:
     """Every (path, string) of a parsed JSON document, keys included."""
-    return _walk(document, "")
+    return ((path_of(where), text) for where, text in located_strings(document))

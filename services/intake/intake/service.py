@@ -14,12 +14,14 @@ from pydantic import BaseModel
 
 from common.contracts import Acknowledger, IncidentAcknowledged, IncidentActionRecorded, IncidentReported
 from common.events import Clock, CloudEvent, IdFactory, new_event, new_id, utc_now
-from common.incident import IncidentReport, without_pupil_identifiers
+from common.incident import IncidentReport, sensitive_values, without_pupil_identifiers
+from common.logging import sensitive
 from common.outbox import enqueue
 from common.topics import EventType
 from intake import store
 from intake.auth import AckLink, Integration, Person, Principal
 from intake.config import IntakeSettings
+from intake.group_commit import ReportWriter
 from intake.models import (
     AcknowledgementRequest,
     AcknowledgementView,
@@ -40,13 +42,13 @@ from intake.problems import (
     WrongSchool,
 )
 from intake.reference import ReferenceFactory, new_reference
+from intake.store import Claim, NewIncident
 
 log = structlog.get_logger(__name__)
 
 SOURCE = "intake"
 EARLIEST_OCCURRENCE = datetime(2000, 1, 1, tzinfo=UTC)
 CLOCK_SKEW = timedelta(hours=1)
-_REFERENCE_ATTEMPTS = 5
 
 
 def request_hash(body: BaseModel, *context: str) -> str:
@@ -72,23 +74,59 @@ class Intake:
         self._clock = clock
         self._ids = ids
         self._references = references
+        self._report_writer: ReportWriter | None = None
+        self._report_writer_pool: asyncpg.Pool | None = None
 
     # -- reports ---------------------------------------------------------------------------------------
 
     async def report(
         self, pool: asyncpg.Pool, who: Integration, report: IncidentReport, idempotency_key: str | None
     ) -> tuple[IncidentAccepted, bool]:
-        """Accept a report durably; returns the answer and whether it replays an earlier one."""
+        """Accept a report durably (with the next group commit); returns the answer and whether it replays an
+        earlier one."""
         if report.school_id not in who.schools:
             raise WrongSchool(f"This API key may not report for school {report.school_id!r}.")
         self._check_times(report)
-        for attempt in range(_REFERENCE_ATTEMPTS):
-            try:
-                return await self._store_report(pool, who, report, idempotency_key)
-            except asyncpg.UniqueViolationError as exc:
-                if exc.constraint_name != "incidents_reference_key" or attempt == _REFERENCE_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        claim = None if idempotency_key is None else Claim(key_namespace(who), idempotency_key, request_hash(report))
+        incident_id = UUID(self._ids())
+        received_at = self._clock()
+        data = IncidentReported(  # the report is dumped once, here, for the event, the row and log redaction
+            incident_id=str(incident_id), reference="", integration_id=who.integration_id, report=report,
+        ).model_dump(mode="json")
+        with sensitive(sensitive_values(data["report"])):
+            written = await self._writer(pool).write(
+                lambda reference: self._new_incident(incident_id, who, report, data, reference, received_at), claim
+            )
+            if written.replayed_answer is not None:
+                return IncidentAccepted.model_validate_json(written.replayed_answer), True
+            assert written.incident is not None
+            accepted = written.incident.accepted
+            log.info("incident.received", incident_id=str(incident_id), reference=accepted.reference,
+                     school=report.school_id, integration=who.integration_id, category=report.category.value)
+        return accepted, False
+
+    def _writer(self, pool: asyncpg.Pool) -> ReportWriter:
+        if self._report_writer is None or self._report_writer_pool is not pool:
+            self._report_writer = ReportWriter(lambda: pool, self._references, self._clock)
+            self._report_writer_pool = pool
+        return self._report_writer
+
+    def _new_incident(
+        self, incident_id: UUID, who: Integration, report: IncidentReport, data: dict[str, Any], reference: str,
+        received_at: datetime,
+    ) -> NewIncident:
+        event = new_event(
+            EventType.INCIDENT_REPORTED, source=SOURCE, subject=str(incident_id), schoolid=report.school_id,
+            data={**data, "reference": reference}, clock=self._clock, ids=self._ids,
+        )
+        return NewIncident(
+            id=incident_id, reference=reference, school_id=report.school_id, integration_id=who.integration_id,
+            category=report.category.value, risk_area=report.risk_area.value,
+            child_at_immediate_risk=report.child_at_immediate_risk, occurred_at=report.occurred_at,
+            report_json=json.dumps(data["report"]), received_at=received_at, event=event,
+            accepted=IncidentAccepted(incident_id=incident_id, reference=reference,
+                                      status_url=f"/v1/incidents/{incident_id}"),
+        )
 
     def _check_times(self, report: IncidentReport) -> None:
         latest = self._clock() + CLOCK_SKEW
@@ -103,44 +141,6 @@ class Intake:
             if not ok:
                 reason = "must be between 2000-01-01 and now"
                 raise InvalidInput(f"{field}: {reason}", errors=[FieldError(field=field, reason=reason)])
-
-    async def _store_report(
-        self, pool: asyncpg.Pool, who: Integration, report: IncidentReport, idempotency_key: str | None
-    ) -> tuple[IncidentAccepted, bool]:
-        incident_id = UUID(self._ids())
-        accepted = IncidentAccepted(
-            incident_id=incident_id, reference=self._references(), status_url=f"/v1/incidents/{incident_id}"
-        )
-        now = self._clock()
-        event = new_event(
-            EventType.INCIDENT_REPORTED, source=SOURCE, subject=str(incident_id), schoolid=report.school_id,
-            data=IncidentReported(
-                incident_id=str(incident_id), reference=accepted.reference,
-                integration_id=who.integration_id, report=report,
-            ).model_dump(mode="json"),
-            clock=self._clock, ids=self._ids,
-        )
-        row = {
-            "id": incident_id, "reference": accepted.reference, "school_id": report.school_id,
-            "integration_id": who.integration_id, "correlation_id": event.correlationid,
-            "category": report.category.value, "risk_area": report.risk_area.value,
-            "child_at_immediate_risk": report.child_at_immediate_risk, "occurred_at": report.occurred_at,
-            "report": report.model_dump(mode="json"), "received_at": now,
-        }
-        async with pool.acquire() as conn:
-            if idempotency_key is None:
-                await store.insert_incident(conn, row, event)  # one statement: atomic without a transaction
-            else:
-                async with conn.transaction():
-                    earlier = await claim_idempotency_key(
-                        conn, key_namespace(who), idempotency_key, request_hash(report), 202, accepted, now
-                    )
-                    if earlier is not None:
-                        return IncidentAccepted.model_validate_json(earlier), True
-                    await store.insert_incident(conn, row, event)
-        log.info("incident.received", incident_id=str(incident_id), reference=accepted.reference,
-                 school=report.school_id, integration=who.integration_id, category=report.category.value)
-        return accepted, False
 
     # -- status ----------------------------------------------------------------------------------------
 

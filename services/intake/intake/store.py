@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -13,7 +14,7 @@ from common.contracts import IncidentAcknowledged, IncidentActionRecorded
 from common.db import Connection
 from common.events import CloudEvent
 from common.outbox import execute_and_enqueue
-from intake.models import STATUS_ORDER, IncidentStatus
+from intake.models import STATUS_ORDER, IncidentAccepted, IncidentStatus
 
 INCIDENT_COLUMNS = (
     "id, reference, school_id, integration_id, correlation_id, category, risk_area, child_at_immediate_risk, "
@@ -21,20 +22,89 @@ INCIDENT_COLUMNS = (
 )
 
 
-_INSERT_INCIDENT = (
+@dataclass(frozen=True)
+class NewIncident:
+    """A report ready to be stored: its row, its `incidents.reported` event and the 202 answer it gets."""
+
+    id: UUID
+    reference: str
+    school_id: str
+    integration_id: str
+    category: str
+    risk_area: str
+    child_at_immediate_risk: bool
+    occurred_at: datetime
+    report_json: str
+    received_at: datetime
+    event: CloudEvent
+    accepted: IncidentAccepted
+
+
+_INSERT_INCIDENTS = (
     "INSERT INTO incidents (id, reference, school_id, integration_id, correlation_id, category, risk_area,"
     " child_at_immediate_risk, occurred_at, report, received_at, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $11)"
+    " SELECT id, reference, school_id, integration_id, correlation_id, category, risk_area,"
+    " child_at_immediate_risk, occurred_at, report::jsonb, received_at, received_at"
+    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
+    " $8::boolean[], $9::timestamptz[], $10::text[], $11::timestamptz[]) AS r(id, reference, school_id,"
+    " integration_id, correlation_id, category, risk_area, child_at_immediate_risk, occurred_at, report,"
+    " received_at)"
 )
 
 
-async def insert_incident(conn: Connection, row: dict[str, Any], event: CloudEvent) -> None:
-    """The incident and its `incidents.reported` event, in one statement (atomic even outside a transaction)."""
-    await execute_and_enqueue(conn, _INSERT_INCIDENT, [
-        row["id"], row["reference"], row["school_id"], row["integration_id"], row["correlation_id"],
-        row["category"], row["risk_area"], row["child_at_immediate_risk"], row["occurred_at"],
-        json.dumps(row["report"]), row["received_at"],
-    ], [event])
+async def insert_incidents(conn: Connection, incidents: Sequence[NewIncident]) -> None:
+    """Incidents and their `incidents.reported` events, in one statement (atomic even outside a transaction)."""
+    await execute_and_enqueue(conn, _INSERT_INCIDENTS, [
+        [i.id for i in incidents], [i.reference for i in incidents], [i.school_id for i in incidents],
+        [i.integration_id for i in incidents], [i.event.correlationid for i in incidents],
+        [i.category for i in incidents], [i.risk_area for i in incidents],
+        [i.child_at_immediate_risk for i in incidents], [i.occurred_at for i in incidents],
+        [i.report_json for i in incidents], [i.received_at for i in incidents],
+    ], [i.event for i in incidents])
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A request's Idempotency-Key: per integration or person (`namespace`), with the hash of what was asked."""
+
+    namespace: str
+    key: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class EarlierAnswer:
+    request_hash: str
+    response: str  # the JSON answer the first request got
+
+
+async def claim_idempotency_keys(
+    conn: Connection, claims: Sequence[tuple[Claim, str]], status_code: int, now: datetime
+) -> dict[tuple[str, str], EarlierAnswer | None]:
+    """Claim each key for its request (with the answer it will get), in the caller's transaction. Returns, per
+    (namespace, key), None if this request now holds it, else the earlier request's answer. A key claimed by a
+    transaction still open waits for its commit. Keys are claimed in sorted order, so two writers claiming
+    overlapping keys cannot deadlock."""
+    ordered = sorted(claims, key=lambda c: (c[0].namespace, c[0].key))
+    claimed = await conn.fetch(
+        "INSERT INTO idempotency_keys (integration_id, key, request_hash, status_code, response, created_at)"
+        " SELECT ns, key, digest, $5, response::jsonb, $6"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS c(ns, key, digest, response)"
+        " ON CONFLICT DO NOTHING RETURNING integration_id, key",
+        [c.namespace for c, _ in ordered], [c.key for c, _ in ordered], [c.digest for c, _ in ordered],
+        [answer for _, answer in ordered], status_code, now,
+    )
+    result: dict[tuple[str, str], EarlierAnswer | None] = {(r["integration_id"], r["key"]): None for r in claimed}
+    others = [c for c, _ in ordered if (c.namespace, c.key) not in result]
+    if others:
+        rows = await conn.fetch(
+            "SELECT integration_id, key, request_hash, response::text AS response FROM idempotency_keys"
+            " WHERE (integration_id, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            [c.namespace for c in others], [c.key for c in others],
+        )
+        result.update({(r["integration_id"], r["key"]): EarlierAnswer(r["request_hash"], r["response"])
+                       for r in rows})
+    return result
 
 
 async def find_incident(
