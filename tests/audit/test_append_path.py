@@ -1,0 +1,123 @@
+"""The append path's shortcuts keep their promises: events redelivered after a crash between the log's commit
+and the offset commit land once (chain and live projection alike); the projection's in-place fold agrees with
+`apply`, which leaves its input alone; a batch's shared recorded_at is formatted like any other; and the audit
+process's collector tuning."""
+
+from __future__ import annotations
+
+import copy
+import gc
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+
+import asyncpg
+import pytest
+from pydantic import ValidationError
+from support.helpers import eventually, produce
+
+from audit.chain import format_recorded_at, verify_chain
+from audit.config import AuditSettings
+from audit.main import tune_gc
+from audit.projection import apply, fold, incident_id_of, rebuild
+from audit.replay import live_states, rebuilt_states
+from audit.store import load_records
+from common.events import CloudEvent
+
+from .service_support import audit_settings, incident_events, running
+
+
+async def _publish(bootstrap: str, isolation: str, events: list[CloudEvent]) -> None:
+    for e in events:
+        await produce(bootstrap, f"{isolation}.{e.topic.value}", [e.to_bytes()], key=e.key)
+
+
+async def test_events_redelivered_after_a_crash_before_the_offset_commit_land_once(stack, isolation, tmp_path):
+    """A first audit process appends what it consumed and dies before committing its offsets: the next one
+    (here: a consumer group with no offsets and no inbox rows, so nothing but the log itself knows) reads
+    those events again in batches with new ones; the log keeps each once, every chain goes on unbroken, and
+    the live projection counts each event once."""
+    schools = ["school-crash-a", "school-crash-b"]
+    lives = {s: [incident_events(s, f"inc-{s}-{i}") for i in range(3)] for s in schools}
+    first = [life[0] for s in schools for life in lives[s]]  # every incident reported
+    second = [life[k] for s in schools for life in lives[s] for k in (1, 2)]  # triaged, DSL told
+    settings = audit_settings(isolation, stack, tmp_path)
+    schema = f"{isolation}_audit"
+
+    def appended(n: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            conn = await asyncpg.connect(stack.admin_dsn)
+            try:
+                return bool(await conn.fetchval(f"SELECT count(*) FROM {schema}.audit_records") == n)  # noqa: S608
+            finally:
+                await conn.close()
+        return check
+
+    async with running(settings, consume=True):
+        await _publish(stack.bootstrap, isolation, first)
+        await eventually(appended(len(first)), timeout=60, what="the first process's appends")
+    await _publish(stack.bootstrap, isolation, second)
+    restarted = audit_settings(isolation, stack, tmp_path, service_name="audit-after-crash")
+    async with running(restarted, consume=True) as (app, _):
+        await eventually(appended(len(first) + len(second)), timeout=60, what="the second's appends")
+        async with app.state.runtime.pool.acquire() as conn:
+            # the second process has read every event, the first ones again, and recorded each in its inbox
+            assert await conn.fetchval(
+                "SELECT count(*) FROM inbox WHERE consumer = $1", f"{isolation}.audit-after-crash"
+            ) == len(first) + len(second)
+            stored = {s: await load_records(conn, s) for s in schools}
+            projections = {s: (await live_states(conn, s), await rebuilt_states(conn, s)) for s in schools}
+    for school in schools:
+        records = stored[school]
+        expected = {e.id for life in lives[school] for e in life[:3]}
+        assert sorted(r.event_id for r in records) == sorted(expected), school  # each once
+        assert [r.seq for r in records] == list(range(1, len(expected) + 1)), school
+        assert verify_chain(records).intact_up_to == len(expected), school
+        live, rebuilt = projections[school]
+        assert live == rebuilt, school
+        assert {incident: state["events"] for incident, state in live.items()} == {
+            life[0].subject: 3 for life in lives[school]
+        }, school
+
+
+def test_apply_leaves_its_input_alone_and_fold_changes_it_in_place_to_the_same_state() -> None:
+    events = [e.model_dump(mode="json") for e in incident_events("school-fold", "inc-fold")]
+    states = rebuild(events[:3])
+    state = states["inc-fold"]
+    kept = copy.deepcopy(state)
+    for event in events[3:]:
+        after = apply(state, event)
+        assert state == kept  # apply copied
+        assert after is not None and after != state
+        incident = incident_id_of(event)
+        assert incident is not None
+        folded = fold(state, incident, event)
+        assert folded is state and state == after  # fold changed the state it was given, to the same result
+        kept = copy.deepcopy(state)
+    assert state == rebuild(events)["inc-fold"]
+    assert fold(None, "inc-new", events[0])["incident_id"] == "inc-new"
+
+
+def test_recorded_at_is_formatted_the_same_whether_or_not_it_was_just_formatted() -> None:
+    a = datetime(2026, 1, 12, 9, 0, 1, 5, tzinfo=UTC)
+    b = datetime(2026, 1, 12, 10, 0, 1, 5, tzinfo=timezone(timedelta(hours=1)))  # the same instant as a
+    c = datetime(2026, 1, 12, 9, 0, 2, tzinfo=UTC)
+    texts = [format_recorded_at(x) for x in (a, a, c, a, b, b, c)]
+    assert texts == [
+        "2026-01-12T09:00:01.000005Z", "2026-01-12T09:00:01.000005Z", "2026-01-12T09:00:02.000000Z",
+        "2026-01-12T09:00:01.000005Z", "2026-01-12T09:00:01.000005Z", "2026-01-12T09:00:01.000005Z",
+        "2026-01-12T09:00:02.000000Z",
+    ]
+
+
+def test_the_audit_process_collects_its_youngest_generation_less_often() -> None:
+    with pytest.raises(ValidationError, match="gc_gen0_threshold"):
+        AuditSettings(gc_gen0_threshold=10)
+    before = gc.get_threshold()
+    settings = AuditSettings(gc_gen0_threshold=25_000)
+    try:
+        tune_gc(settings)
+        assert gc.get_threshold() == (25_000, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
