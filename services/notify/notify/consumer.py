@@ -15,6 +15,8 @@ _INSERT = (
     " next_attempt_at, received_at, requested_at) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $7, $8)"
     " ON CONFLICT (notification_id) DO NOTHING"
 )
+# The same, and the NOTIFY that wakes the delivery loop at commit, in one round trip instead of two.
+_INSERT_AND_WAKE = f"WITH inserted AS ({_INSERT}) SELECT pg_notify($9, '')"
 # The earliest acknowledgement counts: a notice requested before it is withheld.
 _ACKNOWLEDGED = (
     "INSERT INTO acknowledgements (incident_id, acknowledged_at, by_role) VALUES ($1, $2, $3)"
@@ -42,19 +44,14 @@ def requested_handler(clock: Clock = utc_now, wake_channel: str | None = None) -
 
     async def handle(event: CloudEvent, conn: Connection) -> None:
         request = parse_request(event.data)
-        await conn.execute(
-            _INSERT,
-            request.notification_id,
-            request.incident_id,
-            request.school_id,
-            event.id,
-            event.correlationid,
-            request.model_dump_json(),
-            clock(),
-            event.time,
+        row = (
+            request.notification_id, request.incident_id, request.school_id, event.id, event.correlationid,
+            request.model_dump_json(), clock(), event.time,
         )
-        if wake_channel is not None:  # delivered at commit: the delivery loop starts at once
-            await conn.execute("SELECT pg_notify($1, '')", wake_channel)
+        if wake_channel is None:
+            await conn.execute(_INSERT, *row)
+        else:  # the NOTIFY is delivered at commit: the delivery loop starts at once
+            await conn.execute(_INSERT_AND_WAKE, *row, wake_channel)
 
     return handle
 

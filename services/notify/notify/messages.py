@@ -239,6 +239,8 @@ def _refuse_forbidden(message: OutgoingMessage, forbidden: Iterable[str]) -> Non
             continue
         folded = _normalise(sms.to_gsm(term))  # the SMS holds the GSM folding of whatever it quotes
         terms.append({plain, folded} if "?" not in folded or "?" in plain else {plain})
+    if not terms:  # the delivery loop's case: nothing to look for, so no need to serialise every form
+        return
     parts = {
         "subject": message.subject,
         "SMS": message.sms_text,
