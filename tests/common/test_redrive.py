@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from support.helpers import effects, eventually
 from support.sample_service import EFFECTS, record_effect
 
-from common.events import CloudEvent, new_event
+from common.events import CloudEvent, EventType, new_event
 from common.kafka import committed_offsets
 from common.outbox import enqueue
 from common.runtime import Runtime, ServiceSpec
@@ -185,6 +185,41 @@ async def test_a_broker_that_lost_nothing_is_not_suspected_after_a_burst_of_batc
         assert producer.broker_watch.redriven_total == 0
     finally:
         await producer.stop()
+
+
+async def test_a_broker_that_lost_nothing_is_not_suspected_when_transactions_commit_out_of_id_order(stack, isolation):
+    # Outbox ids come from a sequence when a row is written, but transactions commit in their own order: a
+    # service handling events side by side (notify's deliveries) has a later id published before an earlier
+    # one still in flight. Judged by id order, the earlier one's higher offset looked like a log that began
+    # again, and every check re-drove the whole topic, over and over.
+    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
+    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["absent"]))
+    await producer.start()
+    try:
+
+        def delivered(n: int) -> CloudEvent:
+            return new_event(EventType.NOTIFICATION_DELIVERED, source="tests", subject="incident-1",
+                             schoolid="school-a", data={"n": n})
+
+        async with producer.pool.acquire() as slow, slow.transaction():
+            await enqueue(slow, [delivered(1)])  # the lower id, committed last
+            await _publish(producer, [delivered(2), delivered(3)])
+        await eventually(lambda: _backlog_empty(producer), what="the slow transaction's row to be published")
+        conn = await asyncpg.connect(stack.admin_dsn)
+        try:
+            rows = await conn.fetch(f'SELECT id, "offset" FROM {isolation}_producer.outbox ORDER BY id')  # noqa: S608
+        finally:
+            await conn.close()
+        assert rows[0]["offset"] > rows[1]["offset"]  # the situation itself: the lowest id has the highest offset
+
+        assert await producer.broker_watch.check_once() == []
+        assert producer.broker_watch.redriven_total == 0
+    finally:
+        await producer.stop()
+
+
+async def _backlog_empty(producer: Runtime) -> bool:
+    return await producer.relay.backlog() == 0
 
 
 async def test_a_consumer_whose_offsets_vanished_reads_everything_again_and_processes_nothing_twice(stack, isolation):

@@ -44,12 +44,16 @@ _UNSAFE = (
     "FROM outbox o LEFT JOIN outbox_safe_point s ON s.topic = o.topic "
     "WHERE o.published_at IS NOT NULL AND o.partition IS NOT NULL AND o.id > coalesce(s.safe_id, 0) "
 )
-# The relay publishes in id order, so per partition the offsets the broker gave our rows rise with their ids
-# (re-driven rows are published again in id order too). An offset that does not rise means the log began
-# again under them: rows published after a broker restart can land on the very offsets of lost ones.
+# Per partition, the offsets the broker gave our rows rise in the order the relay published them. That is
+# publication time, then id within one relay pass, not id alone: ids are taken when a row is written, and a
+# transaction holding a lower id may commit (and be published) after a higher one. Relay passes are
+# serialised by the relay lock and each stamps its rows with its own transaction's start, so the stamps
+# rise from pass to pass. An offset that does not rise means the log began again under our rows: rows
+# published after a broker restart can land on the very offsets of lost ones. (A wall clock stepped back
+# could only cause a needless re-drive, which consumers' inboxes absorb.)
 _LOG_BEGAN_AGAIN = (
     "SELECT DISTINCT topic FROM (SELECT o.topic, o.\"offset\", "  # noqa: S608 - constant SQL
-    'lag(o."offset") OVER (PARTITION BY o.topic, o.partition ORDER BY o.id) AS previous '
+    'lag(o."offset") OVER (PARTITION BY o.topic, o.partition ORDER BY o.published_at, o.id) AS previous '
     + _UNSAFE + ") AS x WHERE \"offset\" <= previous"
 )
 # Per topic and partition, the last row not yet known safe: the broker must still hold it where it said.
