@@ -143,9 +143,10 @@ class SmtpChannel:
         )
 
 
-# How a connection that died while idle shows itself on its first command (421: "closing").
-_STALE = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPReadTimeoutError, ConnectionError,
-          aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPRecipientRefused)
+# How a connection that died while idle shows itself on its first commands: hung up (reset, EOF) or a
+# "421 closing" reply. Not a read timeout: on a connection used within the idle limit that means a hung
+# server, which a fresh connection would wait on again; it fails as it always did.
+_STALE = (ConnectionError, aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPRecipientRefused)
 
 
 async def _envelope(client: aiosmtplib.SMTP, email: Email) -> None:
