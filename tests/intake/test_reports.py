@@ -151,4 +151,26 @@ async def test_openapi_documents_the_report_with_examples(client: httpx.AsyncCli
     assert content["schema"] == {"$ref": "#/components/schemas/IncidentReport"}
     assert "inappropriate_access" in content["examples"]
     assert {"202", "401", "403", "413", "415", "422"} <= set(post["responses"])
+    assert post["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/IncidentAccepted"}
+    assert post["security"] == [{"APIKeyHeader": []}]
+    assert [(p["name"], p["in"], p["required"]) for p in post["parameters"]] == [("Idempotency-Key", "header", False)]
+    assert post["parameters"][0]["schema"]["pattern"] == r"^[\x21-\x7e]+$"
     assert "Category" in schema["components"]["schemas"]
+
+
+async def test_an_idempotency_key_that_is_not_printable_ascii_is_422_naming_the_header(
+    client: httpx.AsyncClient, settings: IntakeSettings
+) -> None:
+    for bad in ("has space", "x" * 256, ""):
+        response = await client.post("/v1/incidents", json=report(), headers={**api_key(), "Idempotency-Key": bad})
+        assert response.status_code == 422, bad
+        assert response.headers["content-type"] == "application/problem+json"
+        assert [e["field"] for e in response.json()["errors"]] == ["header.Idempotency-Key"]
+    assert await count_incidents(settings) == 0
+
+
+async def test_a_report_needs_an_api_key_before_its_body_is_read(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/incidents", content=b"{", headers={"Content-Type": "application/json"})
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Send an X-API-Key."

@@ -51,6 +51,14 @@ class IntakeSettings(ServiceSettings):  # type: ignore[misc,unused-ignore]  # my
     max_body_bytes: int = Field(
         default=64 * 1024, validation_alias=AliasChoices("intake_max_body_bytes", "max_body_bytes"), gt=0
     )
+    write_batch_max: int = Field(
+        default=256, gt=0, validation_alias=AliasChoices("intake_write_batch_max", "write_batch_max"),
+        description="INTAKE_WRITE_BATCH_MAX: most reports written in one group commit.",
+    )
+    write_batches_in_flight: int = Field(
+        default=2, gt=0, validation_alias=AliasChoices("intake_write_batches_in_flight", "write_batches_in_flight"),
+        description="INTAKE_WRITE_BATCHES_IN_FLIGHT: group commits written at once (each holds a pooled connection).",
+    )
     pupil_detail_roles: frozenset[str] = Field(
         default=frozenset({"dsl", "designated_safeguarding_lead", "deputy_dsl", "headteacher"}),
         validation_alias=AliasChoices("intake_pupil_detail_roles", "pupil_detail_roles"),

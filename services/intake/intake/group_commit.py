@@ -72,6 +72,15 @@ class ReportWriter:
         self.batches_total = 0
         self.reports_total = 0
 
+    @property
+    def queued(self) -> int:
+        """Reports waiting for a batch (not those being written)."""
+        return sum(1 for p in self._queue if not p.future.done())
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
     async def write(self, build: Build, claim: Claim | None) -> Written:
         """Write one report with the next batch; returns once it is committed (or raises what the batch met)."""
         loop = asyncio.get_running_loop()
@@ -186,11 +195,6 @@ class ReportWriter:
                 if new:
                     await store.insert_incidents(conn, new)
                 return outcomes
-
-    async def close(self) -> None:
-        """Let the batches being written finish (their requests are still waiting for the answer)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 def _outcome(claim: Claim | None, incident: NewIncident, earlier: dict[tuple[str, str], EarlierAnswer | None]

@@ -107,8 +107,16 @@ class Intake:
 
     def _writer(self, pool: asyncpg.Pool) -> ReportWriter:
         if self._report_writer is None or self._report_writer_pool is not pool:
-            self._report_writer = ReportWriter(lambda: pool, self._references, self._clock)
+            self._report_writer = ReportWriter(
+                lambda: pool, self._references, self._clock, max_batch=self._settings.write_batch_max,
+                max_in_flight=self._settings.write_batches_in_flight,
+            )
             self._report_writer_pool = pool
+        return self._report_writer
+
+    @property
+    def report_writer(self) -> ReportWriter | None:
+        """The group commit of reports, once the first report has come (for its counters)."""
         return self._report_writer
 
     def _new_incident(
