@@ -1,12 +1,13 @@
 """The append path's shortcuts keep their promises: events redelivered after a crash between the log's commit
 and the offset commit land once (chain and live projection alike); the projection's in-place fold agrees with
-`apply`, which leaves its input alone; a batch's shared recorded_at is formatted like any other; and the audit
-process's collector tuning."""
+`apply`, which leaves its input alone; a batch's shared recorded_at is formatted like any other; canonical JSON
+is exactly json.dumps with the canonical options; and the audit process's collector tuning."""
 
 from __future__ import annotations
 
 import copy
 import gc
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -15,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 from support.helpers import eventually, produce
 
-from audit.chain import format_recorded_at, verify_chain
+from audit.chain import canonical_json, format_recorded_at, verify_chain
 from audit.config import AuditSettings
 from audit.main import tune_gc
 from audit.projection import apply, fold, incident_id_of, rebuild
@@ -121,3 +122,23 @@ def test_the_audit_process_collects_its_youngest_generation_less_often() -> None
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("value", [
+    {"b": 1, "a": [True, False, None, -7, 2**70], "é": "ünïcode — \u2028 \x00\x1f\"\\/\t", "z": {"y": {}, "x": []}},
+    "a string", 12, None, [1.5, 1e16, -0.0], {"emoji": "\U0001f600", "": ""},
+])
+def test_canonical_json_is_json_dumps_with_the_canonical_options(value: object) -> None:
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert canonical_json(value) == expected.encode()
+
+
+def test_canonical_json_refuses_what_json_dumps_refuses() -> None:
+    with pytest.raises(ValueError, match="Out of range float"):
+        canonical_json({"x": float("nan")})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        canonical_json({"x": object()})
+    with pytest.raises(ValueError, match="Circular reference"):
+        loop: list[object] = []
+        loop.append(loop)
+        canonical_json(loop)

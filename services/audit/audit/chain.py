@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from json.encoder import encode_basestring
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 
 from audit.merkle import leaf_hash
 from common.events import CloudEvent
@@ -36,8 +36,23 @@ from common.events import CloudEvent
 GENESIS = bytes(32)
 
 
+def _canonical_dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+if c_make_encoder is not None:
+    _default = json.JSONEncoder().default  # raises TypeError for what JSON cannot hold, as json.dumps does
+
+    def _canonical_text(value: object) -> str:
+        # What json.dumps(value, <the options above>) runs, without building a JSONEncoder and resolving its
+        # options on every call: the same C encoder with the same arguments, so the same text.
+        return "".join(c_make_encoder({}, _default, encode_basestring, None, ":", ",", True, False, False)(value, 0))
+else:  # pragma: no cover - CPython always has the C encoder
+    _canonical_text = _canonical_dumps
+
+
 def canonical_json(value: object) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _canonical_text(value).encode()
 
 
 def canonical_event_bytes(event: CloudEvent) -> bytes:
