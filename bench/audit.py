@@ -149,6 +149,7 @@ class CpuMeter:
         self.servers = servers
         self._start: dict[str, float] = {}
         self.spent: dict[str, float] = {}
+        self.notes: list[str] = []
 
     @staticmethod
     def _tree_cpu(root: int) -> float:
@@ -212,8 +213,9 @@ async def _producer_process(bootstrap: str, topic: str, n: int, schools: int) ->
         await _send_all(producer, topic, warm_up)
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        started = time.perf_counter()
         await _send_all(producer, topic, events)
-        print("sent", flush=True)
+        print(f"sent {time.perf_counter() - started:.3f}", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # alive while its CPU is read
     finally:
         await producer.stop()
@@ -292,7 +294,12 @@ async def kafka_append(
             assert producer is not None
             await _send_all(producer, topic, events)
         await wait_for(schools + n, start + 300)
-        rate = n / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        rate = n / elapsed
+        if child is not None and cpu is not None:
+            assert child.stdout is not None
+            sent = (await child.stdout.readline()).split()
+            cpu.notes.append(f"the producer had sent all {n:,} after {float(sent[1]):.2f} s of the {elapsed:.2f} s")
         if cpu is not None:
             cpu.stop()
         async with runtime.pool.acquire() as conn:  # outside the clock: a broken chain is no result
@@ -335,7 +342,9 @@ async def _append_only(n: int, inline: bool) -> None:
     print(f"audit | events appended from Kafka into the chain ({n:,}; {producer}) | {rate:,.0f} events/s"
           f" | load average before: {before}; after: {after}")
     print("CPU per event inside the clock: " + ", ".join(
-        f"{k} {v / n * 1e6:.0f} us" for k, v in cpu.spent.items()) + "")
+        f"{k} {v / n * 1e6:.0f} us" for k, v in cpu.spent.items()))
+    for note in cpu.notes:
+        print(note)
 
 
 if __name__ == "__main__":
