@@ -206,12 +206,13 @@ async def _published(url: str, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def _profiled(pid: int, seconds: float) -> Iterator[None]:
-    """py-spy on the server for the window, if BENCH_INTAKE_PROFILE names an output file."""
+def _profiled(pid: int, seconds: float, suffix: str = "") -> Iterator[None]:
+    """py-spy on the server for the window, if BENCH_INTAKE_PROFILE names an output file (+ suffix)."""
     out = os.environ.get("BENCH_INTAKE_PROFILE")
     if not out:
         yield
         return
+    out += suffix
     spy = Path(sys.executable).with_name("py-spy")
     proc = subprocess.Popen([str(spy), "record", "--format", "raw", "-o", out, "--pid", str(pid),  # noqa: S603
                              "--duration", str(int(seconds) + 1), "--nonblocking"])
@@ -236,7 +237,12 @@ async def rows(admin_dsn: str, bootstrap: str, concurrency: int = 32, seconds: f
             real = await closed_loop(server.url, PATH, body, headers, concurrency=concurrency, seconds=seconds,
                                      expect=202)
             await _published(server.url)  # the relay's work for these reports is part of their cost
-        with CpuWindow({"intake": server.pid, **others}) as steady_cpu:
+        keyed_headers = {**headers, "Idempotency-Key": "bench-{seq}"}  # a key of its own for every report
+        with CpuWindow({"intake": server.pid, **others}) as keyed_cpu:
+            keyed = await closed_loop(server.url, PATH, body, keyed_headers, concurrency=concurrency,
+                                      seconds=seconds, expect=202)
+            await _published(server.url)
+        with CpuWindow({"intake": server.pid, **others}) as steady_cpu, _profiled(server.pid, seconds, ".steady"):
             steady = await steady_rate(server.url, PATH, body, headers, rate=rate, seconds=seconds, expect=202)
             await _published(server.url)
 
@@ -256,6 +262,10 @@ async def rows(admin_dsn: str, bootstrap: str, concurrency: int = 32, seconds: f
         ("intake", f"POST /v1/incidents latency, {c}", lat(real)),
         ("intake", f"POST /v1/incidents CPU per accepted report, {c}", real_cpu.per_request(answered(real))),
         ("intake", "intake / ceiling", f"{real.per_second / bare.per_second:.0%}"),
+        ("intake", f"POST /v1/incidents with an Idempotency-Key each, {c}",
+         f"{keyed.per_second:,.0f} reports/s, " + lat(keyed)),
+        ("intake", f"POST /v1/incidents with an Idempotency-Key each, CPU per report, {c}",
+         keyed_cpu.per_request(answered(keyed))),
         ("intake", f"POST /v1/incidents at a steady {rate:,.0f}/s for {seconds:.0f} s",
          f"{steady.per_second:,.0f} accepted/s, " + lat(steady)),
         ("intake", f"POST /v1/incidents CPU per report at a steady {rate:,.0f}/s",

@@ -4,14 +4,17 @@ httpx costs a millisecond or so of CPU per request, which on a 2-core machine ma
 not the server, the bottleneck (a bare FastAPI endpoint "peaked" at 250-700 requests/s). This client
 sends one prepared request over and over and reads each answer by its Content-Length, a few tens of
 microseconds per request, so the figures measure the server. It speaks just enough HTTP for that:
-POST with a fixed body, responses with Content-Length (what uvicorn sends for JSON), keep-alive.
+POST with a fixed body, responses with Content-Length (what uvicorn sends for JSON), keep-alive. A header value
+may hold `{seq}`, replaced in each request by a value unique to it (an Idempotency-Key per report).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,11 +36,18 @@ def percentile_ms(sorted_seconds: list[float], q: float) -> float:
     return sorted_seconds[min(len(sorted_seconds) - 1, int(q * len(sorted_seconds)))] * 1000
 
 
+SEQ = "{seq}"
+
+
 class Connection:
     """One keep-alive connection that sends the same request and returns each answer's status."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> None:
         self._reader, self._writer, self._request = reader, writer, request
+        # With a `{seq}` placeholder: the parts around it, and this connection's own unique values.
+        self._parts = request.split(SEQ.encode(), 1)
+        prefix = uuid.uuid4().hex[:12]
+        self._seq = (f"{prefix}-{n}".encode() for n in itertools.count())
 
     @classmethod
     async def open(cls, url: str, path: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Connection:
@@ -57,7 +67,10 @@ class Connection:
 
     async def exchange(self) -> tuple[int, bytes]:
         """Send the request once; the answer's status and body."""
-        self._writer.write(self._request)
+        if len(self._parts) == 2:
+            self._writer.write(self._parts[0] + next(self._seq) + self._parts[1])
+        else:
+            self._writer.write(self._request)
         status_line = await self._reader.readline()
         if not status_line:
             raise ConnectionError("the server closed the connection")
