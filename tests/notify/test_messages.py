@@ -149,3 +149,12 @@ def test_digest_lists_every_incident_with_its_own_link_most_urgent_first(make_re
     assert [n["reference"] for n in message.webhook_payload["notifications"]] == ["OSI-11111", "OSI-22222"]
     again = render_digest([(high, links[1]), (low, links[0])])
     assert again.message_id == message.message_id and message.message_id.startswith("digest-")
+
+
+def test_each_form_is_rendered_when_first_read_so_an_impossible_sms_fails_only_the_sms(make_request):
+    link = "https://s.example/ack/" + "x" * 600  # no SMS of three fragments can hold it
+    message = render(make_request(), Links(acknowledge=link))
+    assert link in message.email_body and message.email_body is message.email_body
+    assert message.webhook_payload["notifications"][0]["acknowledge_url"] == link
+    with pytest.raises(ValueError, match="too long for an SMS"):
+        _ = message.sms_text

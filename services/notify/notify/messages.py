@@ -8,6 +8,7 @@ The request contract carries none of those; `forbidden` lets a caller that knows
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -82,9 +83,9 @@ def render_digest(
         message_id=message_id_for([r.notification_id for r, _ in ordered]),
         notification_ids=tuple(r.notification_id for r, _ in ordered),
         subject=_subject(ordered),
-        email_body=_email_body(ordered),
-        sms_text=_sms(ordered),
-        webhook_payload=_webhook(ordered),
+        render_email_body=functools.partial(_email_body, ordered),
+        render_sms_text=functools.partial(_sms, ordered),
+        render_webhook_payload=functools.partial(_webhook, ordered),
     )
     _refuse_forbidden(message, forbidden)
     return message

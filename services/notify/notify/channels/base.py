@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,14 +31,30 @@ def message_id_for(notification_ids: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """One rendered message in every form a channel may need; it never holds a pupil's name or DOB."""
+    """One rendered message in every form a channel may need; it never holds a pupil's name or DOB.
+
+    The email body, SMS text and webhook payload are each rendered the first time they are read (then kept):
+    a message goes out on one channel, and rendering the SMS of every email was per-message work for nothing.
+    """
 
     message_id: str
     notification_ids: tuple[str, ...]
     subject: str
-    email_body: str
-    sms_text: str
-    webhook_payload: Mapping[str, Any] = field(default_factory=dict)
+    render_email_body: Callable[[], str] = field(repr=False, compare=False)
+    render_sms_text: Callable[[], str] = field(repr=False, compare=False)
+    render_webhook_payload: Callable[[], Mapping[str, Any]] = field(default=dict, repr=False, compare=False)
+
+    @functools.cached_property
+    def email_body(self) -> str:
+        return self.render_email_body()
+
+    @functools.cached_property
+    def sms_text(self) -> str:
+        return self.render_sms_text()
+
+    @functools.cached_property
+    def webhook_payload(self) -> Mapping[str, Any]:
+        return self.render_webhook_payload()
 
     def __post_init__(self) -> None:
         if not _SAFE_ID.fullmatch(self.message_id):
