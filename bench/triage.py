@@ -1,7 +1,8 @@
 """Triage speed: reports triaged/s and the delay from `incidents.reported` to `notifications.requested`.
 
 The real triage service (`TriageRuntime`: its consumer with inbox, classification, escalation plan, state in
-PostgreSQL, outbox relay, timer loop) runs in the bench process on the embedded servers. Reports shaped as
+PostgreSQL, outbox relay, timer loop) runs in a process of its own (`python -m bench.triage serve ...`, as in
+production), on the embedded servers. Reports shaped as
 intake publishes them (four classes round robin: illegal, youth-produced imagery, inappropriate, security) are
 produced with aiokafka; a reader on the output topics notes when each incident's `incidents.triaged` and first
 `notifications.requested` arrive. An incident counts as triaged when both have arrived.
@@ -10,10 +11,13 @@ The ceiling is the same pipeline with a bare handler (a `Runtime` whose `inciden
 enqueues one `notifications.requested`): broker -> consumer + inbox -> outbox -> relay -> broker -> reader,
 in the same run, so triage's own cost is what the two differ by.
 
+Until 2026-11-23 the service ran in the bench process, on one event loop with the bench's producer and reader:
+the reader noted arrivals late whenever a batch held the loop, and with aiokafka's default fetch wait (500 ms, on
+a broker that answers a fetch only when the wait is over) it added up to half a second to every delay measured.
+
 CPU per report over each burst, because wall figures on a shared 2-core machine move with the neighbours: the
-bench process (the service under test, the bench's producer and reader, all on one event loop) and the embedded
-servers (PostgreSQL and the broker, the bench's child processes). `python -m bench.triage` runs these rows alone
-on fresh embedded servers and prints the load average around them.
+service's process, the embedded servers (PostgreSQL and the broker), and the bench's own producer and reader.
+`python -m bench.triage` runs these rows alone on fresh embedded servers and prints the load average around them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,18 +75,22 @@ def reported(i: int) -> CloudEvent:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _children_cpu_seconds() -> float:
-    """CPU (user + system, their reaped children included) of every process descended from this one."""
-    me, parent, cpu = os.getpid(), {}, {}
+def _children_cpu_seconds() -> tuple[float, float]:
+    """CPU (user + system, their reaped children included) of every process descended from this one, and of the
+    broker's among them."""
+    me, parent, cpu, broker = os.getpid(), {}, {}, set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            name, fields = (entry / "stat").read_text().rsplit(")", 1)
         except OSError:  # gone since the listing
             continue
-        parent[int(entry.name)] = int(fields[1])
-        cpu[int(entry.name)] = sum(int(f) for f in fields[11:15]) / _TICK
+        values = fields.split()
+        parent[int(entry.name)] = int(values[1])
+        cpu[int(entry.name)] = sum(int(f) for f in values[11:15]) / _TICK
+        if name.endswith("(tansu"):
+            broker.add(int(entry.name))
 
     def descends(pid: int) -> bool:
         while pid > 1:
@@ -91,26 +99,25 @@ def _children_cpu_seconds() -> float:
                 return True
         return False
 
-    return sum(c for pid, c in cpu.items() if descends(pid))
+    mine = {pid: c for pid, c in cpu.items() if descends(pid)}
+    return sum(mine.values()), sum(c for pid, c in mine.items() if pid in broker)
 
 
 @dataclass(frozen=True)
 class Cpu:
-    """CPU seconds: `bench` is this process (the service under test, producer and reader), `servers` the
-    embedded PostgreSQL and broker (child processes)."""
+    """CPU seconds: `bench` is this process (the bench's producer and reader), `descendants` every process it
+    started (the service under test, and the embedded PostgreSQL and broker when it started them)."""
 
     bench: float
-    servers: float
+    descendants: float
+    broker: float  # of the descendants
 
     @classmethod
     def now(cls) -> Cpu:
-        return cls(time.process_time(), _children_cpu_seconds())
+        return cls(time.process_time(), *_children_cpu_seconds())
 
     def since(self, start: Cpu) -> Cpu:
-        return Cpu(self.bench - start.bench, self.servers - start.servers)
-
-    def per_report(self, n: int) -> str:
-        return f"bench process {self.bench / n * 1000:.2f} ms, PostgreSQL + broker {self.servers / n * 1000:.2f} ms"
+        return Cpu(self.bench - start.bench, self.descendants - start.descendants, self.broker - start.broker)
 
 
 @dataclass(frozen=True)
@@ -120,12 +127,18 @@ class Figures:
     p99_ms: float
     count: int
     cpu: Cpu | None = None
+    service_cpu: float | None = None  # the service under test's process, over the same measure
 
     def latency(self) -> str:
         return f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms"
 
     def cpu_per_report(self) -> str:
-        return self.cpu.per_report(self.count) if self.cpu is not None else "not measured"
+        if self.cpu is None or self.service_cpu is None:
+            return "not measured"
+        ms = 1000 / self.count
+        postgres = self.cpu.descendants - self.service_cpu - self.cpu.broker
+        return (f"service {self.service_cpu * ms:.2f} ms, PostgreSQL {postgres * ms:.2f} ms, "
+                f"broker {self.cpu.broker * ms:.2f} ms, bench producer + reader {self.cpu.bench * ms:.2f} ms")
 
 
 def pct(sorted_values: list[float], q: float) -> float:
@@ -138,8 +151,10 @@ class Outputs:
     """Reads the output topics from the start; notes, per incident (the record key), when each arrived."""
 
     def __init__(self, bootstrap: str, topics: list[str], required: int) -> None:
+        # Tansu answers a fetch when its wait is over, not when a record arrives: with aiokafka's default wait
+        # (500 ms) the reader itself added up to half a second to every delay it measured.
         self._consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                          metadata_max_age_ms=1000, enable_auto_commit=False)
+                                          metadata_max_age_ms=1000, enable_auto_commit=False, fetch_max_wait_ms=10)
         self._required = required  # how many of the topics an incident must appear on
         self._seen: dict[bytes, set[str]] = {}
         self.first: dict[bytes, float] = {}  # first record on the last topic in `topics`
@@ -231,22 +246,69 @@ async def steady(producer: AIOKafkaProducer, topic: str, outputs: Outputs, event
 Measure = Callable[[AIOKafkaProducer, str, Outputs], Awaitable[Figures]]
 
 
-async def run_pipeline(bootstrap: str, prefix: str, runtime: Runtime, outputs: list[str], required: int,
+def _process_cpu_seconds(pid: int) -> float:
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:13]) / _TICK
+
+
+class ServiceProcess:
+    """The service under test in a process of its own (as it runs in production), so that neither its CPU nor its
+    event loop is shared with the bench's producer and reader. Its log goes to a file; warnings are shown."""
+
+    def __init__(self, kind: str, admin_dsn: str, bootstrap: str, name: str) -> None:
+        self.kind, self.name = kind, name
+        self._args = [kind, admin_dsn, bootstrap, name]
+        self._process: asyncio.subprocess.Process | None = None
+        self._log = Path(f"/tmp/bench-triage-{name}.log")  # noqa: S108 - a scratch log for the person running it
+
+    async def __aenter__(self) -> ServiceProcess:
+        root = Path(__file__).resolve().parents[1]
+        with self._log.open("wb") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.triage", "serve", *self._args, cwd=root, stdout=log, stderr=log,
+                stdin=asyncio.subprocess.PIPE,
+            )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._process is not None and self._process.stdin is not None
+        self._process.stdin.close()  # the service stops when its stdin closes
+        try:
+            await asyncio.wait_for(self._process.wait(), 60)
+        except TimeoutError:
+            self._process.kill()
+            await self._process.wait()
+        lines = self._log.read_text(errors="replace").splitlines()
+        for line in lines:
+            if "warning" in line or "error" in line.lower():
+                print(f"[{self.kind}] {line}", file=sys.stderr)
+        self._log.unlink(missing_ok=True)
+
+    def cpu_seconds(self) -> float:
+        assert self._process is not None
+        return _process_cpu_seconds(self._process.pid)
+
+
+async def run_pipeline(bootstrap: str, prefix: str, service: ServiceProcess, outputs: list[str], required: int,
                        measures: list[Measure]) -> list[Figures]:
-    """Start `runtime`, warm the path, then run each measure against it."""
-    await runtime.start()
-    reader = Outputs(bootstrap, [prefix + t for t in outputs], required)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
-    await producer.start()
-    try:
-        await reader.start()
-        topic = prefix + Topic.INCIDENTS_REPORTED.value
-        await _warm(producer, topic, reader, reported)
-        return [await m(producer, topic, reader) for m in measures]
-    finally:
-        await producer.stop()
-        await reader.stop()
-        await runtime.stop()
+    """Start the service, warm the path, then run each measure against it."""
+    async with service:
+        reader = Outputs(bootstrap, [prefix + t for t in outputs], required)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+        await producer.start()
+        try:
+            await reader.start()
+            topic = prefix + Topic.INCIDENTS_REPORTED.value
+            await _warm(producer, topic, reader, reported)
+            figures = []
+            for m in measures:
+                before = service.cpu_seconds()
+                figure = await m(producer, topic, reader)
+                figures.append(replace(figure, service_cpu=service.cpu_seconds() - before))
+            return figures
+        finally:
+            await producer.stop()
+            await reader.stop()
 
 
 def _settings(cls: type[ServiceSettings], admin_dsn: str, bootstrap: str, name: str, **extra: Any) -> Any:
@@ -258,6 +320,27 @@ async def _bare_handler(event: CloudEvent, conn: Connection) -> None:
     incident_id = event.subject
     await enqueue(conn, [new_event(EventType.NOTIFICATION_REQUESTED, source="bench", subject=incident_id,
                                    schoolid=event.schoolid, data={"incident_id": incident_id}, caused_by=event)])
+
+
+def _runtime(kind: str, admin_dsn: str, bootstrap: str, name: str) -> Runtime:
+    if kind == "bare":
+        return Runtime(ServiceSpec(_settings(ServiceSettings, admin_dsn, bootstrap, name, service_name="bench"), [],
+                                   handlers={Topic.INCIDENTS_REPORTED.value: _bare_handler}))
+    from triage.config import TriageSettings
+    from triage.main import TriageRuntime
+
+    return TriageRuntime(_settings(TriageSettings, admin_dsn, bootstrap, name))
+
+
+async def _serve(kind: str, admin_dsn: str, bootstrap: str, name: str) -> None:
+    """The service process: run until stdin closes."""
+    runtime = _runtime(kind, admin_dsn, bootstrap, name)
+    await runtime.start()
+    try:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.buffer.read)
+    finally:
+        await runtime.stop()
 
 
 def _measures(n: int, rate: float, seconds: float) -> list[Measure]:
@@ -272,20 +355,16 @@ def _measures(n: int, rate: float, seconds: float) -> list[Measure]:
 
 async def bare(admin_dsn: str, bootstrap: str, n: int, rate: float, seconds: float) -> list[Figures]:
     name = "tb" + uuid.uuid4().hex[:8]
-    runtime = Runtime(ServiceSpec(_settings(ServiceSettings, admin_dsn, bootstrap, name, service_name="bench"), [],
-                                  handlers={Topic.INCIDENTS_REPORTED.value: _bare_handler}))
-    return await run_pipeline(bootstrap, f"{name}.", runtime, [Topic.NOTIFICATIONS_REQUESTED.value], 1,
+    service = ServiceProcess("bare", admin_dsn, bootstrap, name)
+    return await run_pipeline(bootstrap, f"{name}.", service, [Topic.NOTIFICATIONS_REQUESTED.value], 1,
                               _measures(n, rate, seconds))
 
 
 async def triage(admin_dsn: str, bootstrap: str, n: int, rate: float, seconds: float) -> list[Figures]:
-    from triage.config import TriageSettings
-    from triage.main import TriageRuntime
-
     name = "tt" + uuid.uuid4().hex[:8]
-    runtime = TriageRuntime(_settings(TriageSettings, admin_dsn, bootstrap, name))
+    service = ServiceProcess("triage", admin_dsn, bootstrap, name)
     outputs = [Topic.INCIDENTS_TRIAGED.value, Topic.NOTIFICATIONS_REQUESTED.value]
-    return await run_pipeline(bootstrap, f"{name}.", runtime, outputs, 2, _measures(n, rate, seconds))
+    return await run_pipeline(bootstrap, f"{name}.", service, outputs, 2, _measures(n, rate, seconds))
 
 
 async def rows(admin_dsn: str, bootstrap: str, n: int = 5000, rate: float = 500.0,
@@ -318,7 +397,9 @@ async def _alone() -> list[tuple[str, str, str]]:
         stack.stop()
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
+    asyncio.run(_serve(*sys.argv[2:6]))
+elif __name__ == "__main__":
     before = Path("/proc/loadavg").read_text().strip()
     table = asyncio.run(_alone())
     print(f"load average before: {before}; after: {Path('/proc/loadavg').read_text().strip()}")

@@ -7,6 +7,7 @@ outbox's unique event id absorbs the repeat.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -25,8 +26,17 @@ SOURCE = "triage"
 _NAMESPACE = uuid.UUID("6f1c2a52-8d8e-4d43-9a57-3c1f0b7e2a10")
 
 
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+
+
 def derived_id(*parts: object) -> str:
-    return str(uuid.uuid5(_NAMESPACE, "/".join(str(p) for p in parts)))
+    """`str(uuid.uuid5(_NAMESPACE, "/".join(parts)))`, computed directly: a few ids per report, at half the cost."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "/".join(map(str, parts)).encode(), usedforsecurity=False)
+                       .digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def notification_id(incident_id: str, level: int, repeat: int, role: str, generation: int) -> str:
