@@ -18,9 +18,12 @@ from support.sample_service import EFFECTS, POISON_MARK, sample_runtime, setting
 
 from common.db import Connection
 from common.events import CloudEvent
+from common.kafka import Publisher
 from common.logging import configure
-from common.outbox import enqueue
+from common.outbox import OutboxRelay, enqueue
 from common.runtime import Runtime, ServiceSpec
+from common.topics import TopicNames
+from devstack.ports import free_port
 
 
 async def test_event_written_while_broker_is_down_is_delivered_once_after_it_returns(stack, isolation):
@@ -169,3 +172,41 @@ async def test_a_service_stopped_while_its_consumer_joins_the_group_stops_at_onc
     started = loop.time()
     await runtime.stop()
     assert loop.time() - started < 2.0
+
+
+async def test_the_relay_lets_go_of_its_lock_after_every_pass_failed_or_not(stack, isolation):
+    """The relay holds the relay lock (a session lock) only for a pass: after a pass that failed on a dead
+    broker, and after one that published, another session can take it (the broker watch must)."""
+    settings = settings_for(isolation, stack.admin_dsn, stack.bootstrap)
+    runtime = sample_runtime(settings)
+    await runtime.start()  # migrates the schema
+    await runtime.stop()  # its own relay must not take part
+    schema, lock = settings.schema_name, "SELECT pg_try_advisory_lock(hashtext($1)), pg_advisory_unlock_all()"
+    pool = await asyncpg.create_pool(  # like the services' pools, it keeps session state on release
+        stack.admin_dsn, min_size=1, max_size=1, server_settings={"search_path": schema}, reset=_keep_session
+    )
+    other = await asyncpg.connect(stack.admin_dsn)
+    dead = Publisher(f"127.0.0.1:{free_port()}", [f"{isolation}.incidents.reported"], 1)
+    alive = Publisher(stack.bootstrap, [f"{isolation}.incidents.reported"], 1)
+    try:
+        event = report_event(1)
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, [event])
+        with pytest.raises(Exception):  # noqa: B017, PT011 - whichever way the client reports no broker
+            await OutboxRelay(pool, dead, TopicNames(f"{isolation}."), schema=schema).publish_pending()
+        assert (await other.fetchrow(lock, f"outbox-relay:{schema}"))[0] is True
+        relay = OutboxRelay(pool, alive, TopicNames(f"{isolation}."), schema=schema)
+        assert await relay.publish_pending() == 1
+        assert (await other.fetchrow(lock, f"outbox-relay:{schema}"))[0] is True
+        assert [v for v, _ in await read_topic(stack.bootstrap, f"{isolation}.incidents.reported", expect=1)] == [
+            event.to_bytes()
+        ]
+    finally:
+        await dead.close()
+        await alive.close()
+        await other.close()
+        await pool.close()
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """No reset on release (asyncpg's default would release every advisory lock)."""
