@@ -21,10 +21,11 @@ from audit.config import AuditSettings
 from audit.main import tune_gc
 from audit.projection import apply, fold, incident_id_of, rebuild
 from audit.replay import live_states, rebuilt_states
-from audit.store import load_records
+from audit.store import load_records, store_deliveries
 from common.events import CloudEvent
 
-from .service_support import audit_settings, incident_events, running
+from .service_support import audit_settings, incident_events, log_events, running
+from .test_batch_append import delivery
 
 
 async def _publish(bootstrap: str, isolation: str, events: list[CloudEvent]) -> None:
@@ -78,6 +79,39 @@ async def test_events_redelivered_after_a_crash_before_the_offset_commit_land_on
         assert {incident: state["events"] for incident, state in live.items()} == {
             life[0].subject: 3 for life in lives[school]
         }, school
+
+
+OLD_ROW = "SELECT state::text, last_seq FROM incident_projection WHERE incident_id = 'inc-old'"
+
+
+async def test_projection_rows_read_with_the_heads_are_written_only_for_the_events_appended(
+    stack, isolation, tmp_path
+):
+    """The batch's projection rows are read (and locked) with the chain heads, for every incident its events
+    name; an incident whose events in the batch are all repeats keeps its row as it was, one with new events
+    goes on from its stored state, and a new one starts from nothing."""
+    settings = audit_settings(isolation, stack, tmp_path)
+    school = "school-rows"
+    old = incident_events(school, "inc-old")  # its first two events are in the log already, and no more
+    going = incident_events(school, "inc-going")  # its first two are in the log; the batch brings two more
+    new = incident_events(school, "inc-new")
+    async with running(settings) as (app, _):
+        pool = app.state.runtime.pool
+        await log_events(pool, [*old[:2], *going[:2]])
+        async with pool.acquire() as conn:
+            before = await conn.fetchrow(OLD_ROW)
+            async with conn.transaction():
+                await store_deliveries([delivery(e) for e in [old[1], going[2], old[0], new[0], going[3]]], conn)
+            after = await conn.fetchrow(OLD_ROW)
+            seqs = dict(await conn.fetch("SELECT incident_id, last_seq FROM incident_projection"))
+            live, rebuilt = await live_states(conn, school), await rebuilt_states(conn, school)
+            records = await load_records(conn, school)
+    assert [r.event_id for r in records] == [e.id for e in [*old[:2], *going[:2], going[2], new[0], going[3]]]
+    assert verify_chain(records).intact_up_to == 7
+    assert tuple(after) == tuple(before) and before["last_seq"] == 2
+    assert seqs == {"inc-old": 2, "inc-going": 7, "inc-new": 6}
+    assert live == rebuilt
+    assert {i: s["events"] for i, s in live.items()} == {"inc-old": 2, "inc-going": 4, "inc-new": 1}
 
 
 def test_apply_leaves_its_input_alone_and_fold_changes_it_in_place_to_the_same_state() -> None:

@@ -54,28 +54,38 @@ async def chain_heads(conn: Connection, school_ids: Sequence[str]) -> dict[str, 
     }
 
 
-async def _stored_and_heads(
-    conn: Connection, event_ids: list[str], school_ids: Sequence[str]
-) -> tuple[set[str], dict[str, ChainHead]]:
-    """Which of the event ids the log already holds, and each school's head: one round trip."""
+# incident -> (school the projection row was created with, its state as JSON text)
+ProjectionRows = dict[str, tuple[str, str]]
+
+
+async def _read_after_lock(
+    conn: Connection, event_ids: list[str], school_ids: Sequence[str], incidents: Sequence[str]
+) -> tuple[set[str], dict[str, ChainHead], ProjectionRows]:
+    """In one round trip: which of the event ids the log already holds, each school's head, and the live
+    projection rows of `incidents`, locked (FOR UPDATE) for the caller's transaction."""
     rows = await conn.fetch(
-        "SELECT NULL AS school_id, NULL::bigint AS seq, NULL::bytea AS hash, event_id FROM audit_records "
-        "WHERE event_id = ANY($1::text[]) "
+        "WITH p AS (SELECT incident_id, school_id, state FROM incident_projection "
+        "WHERE incident_id = ANY($3::text[]) ORDER BY incident_id FOR UPDATE) "
+        "SELECT 0 AS kind, event_id AS key, NULL::bigint AS seq, NULL::bytea AS hash, NULL::text AS school, "
+        "NULL::text AS state FROM audit_records WHERE event_id = ANY($1::text[]) "
         "UNION ALL "
-        "SELECT s.school_id, h.seq, h.hash, NULL FROM unnest($2::text[]) AS s(school_id) LEFT JOIN LATERAL "
-        "(SELECT seq, hash FROM audit_records r WHERE r.school_id = s.school_id ORDER BY seq DESC LIMIT 1) h ON true",
-        event_ids, list(school_ids),
+        "SELECT 1, s.school_id, h.seq, h.hash, NULL, NULL FROM unnest($2::text[]) AS s(school_id) LEFT JOIN LATERAL "
+        "(SELECT seq, hash FROM audit_records r WHERE r.school_id = s.school_id ORDER BY seq DESC LIMIT 1) h ON true "
+        "UNION ALL "
+        "SELECT 2, incident_id, NULL, NULL, school_id, state::text FROM p",
+        event_ids, list(school_ids), list(incidents),
     )
     stored: set[str] = set()
     heads: dict[str, ChainHead] = {}
-    for r in rows:
-        if r["school_id"] is None:
-            stored.add(r["event_id"])
-        elif r["seq"] is None:
-            heads[r["school_id"]] = ChainHead.genesis(r["school_id"])
+    projection: ProjectionRows = {}
+    for kind, key, seq, hash_, school, state in rows:
+        if kind == 0:
+            stored.add(key)
+        elif kind == 1:
+            heads[key] = ChainHead.genesis(key) if seq is None else ChainHead(key, seq, bytes(hash_))
         else:
-            heads[r["school_id"]] = ChainHead(r["school_id"], r["seq"], bytes(r["hash"]))
-    return stored, heads
+            projection[key] = (school, state)
+    return stored, heads, projection
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,19 +107,28 @@ async def append_many(
     is held to the end of the transaction, so a second appender (another audit process) waits and then
     builds on the head this one commits: chains never fork, and the (school_id, seq) key would refuse a
     fork anyway. Locks are taken in one order so that two appenders never wait on each other in a cycle."""
+    records, _ = await _append(conn, entries, recorded_at=recorded_at)
+    return records
+
+
+async def _append(
+    conn: Connection, entries: Sequence[Entry], *, recorded_at: datetime | None = None, incidents: Sequence[str] = ()
+) -> tuple[list[AuditRecord], ProjectionRows]:
+    """append_many, which also reads (and locks) the live projection rows of `incidents` with its own reads."""
     unique: dict[str, Entry] = {}
     for e in entries:
         unique.setdefault(e.event_id, e)
     if not unique:
-        return []
+        return [], {}
     schools = sorted({e.school_id for e in unique.values()})
-    # Its own statement: the head and duplicate reads below must see what the last lock holder committed.
+    # Its own statement: the reads below must see what the last lock holder committed (in READ COMMITTED
+    # each statement sees what was committed when it began).
     await conn.execute(
         "SELECT pg_advisory_xact_lock(k) FROM "
         "(SELECT DISTINCT hashtext('audit:' || s) AS k FROM unnest($1::text[]) AS s) AS keys ORDER BY k",
         schools,
     )
-    stored, heads = await _stored_and_heads(conn, list(unique), schools)
+    stored, heads, projection = await _read_after_lock(conn, list(unique), schools, incidents)
     at = recorded_at or datetime.now(UTC)
     records: list[AuditRecord] = []
     for e in unique.values():
@@ -120,7 +139,7 @@ async def append_many(
         records.append(record)
     if records:
         await _insert(conn, records)
-    return records
+    return records, projection
 
 
 async def _insert(conn: Connection, records: Sequence[AuditRecord]) -> None:
@@ -181,7 +200,8 @@ def _entry(d: Delivery) -> tuple[str, str, bytes, dict[str, Any] | None]:
 
 
 async def store_deliveries(deliveries: Sequence[Delivery], conn: Connection) -> None:
-    """A consumer batch into the log (one lock per school, one COPY), then the live projection."""
+    """A consumer batch into the log (one lock per school, one COPY), then the live projection, whose rows
+    are read with the log's heads: one lock statement, one read, one COPY and one upsert in all."""
     projected: dict[str, dict[str, Any]] = {}
     entries: list[Entry] = []
     for d in deliveries:
@@ -189,8 +209,9 @@ async def store_deliveries(deliveries: Sequence[Delivery], conn: Connection) -> 
         entries.append(Entry(school, event_id, d.topic, event))
         if obj is not None:
             projected.setdefault(event_id, obj)
-    records = await append_many(conn, entries)
-    await update_projections(conn, [(r, projected[r.event_id]) for r in records if r.event_id in projected])
+    incidents = sorted({i for obj in projected.values() if (i := incident_id_of(obj)) is not None})
+    records, rows = await _append(conn, entries, incidents=incidents)
+    await _write_projections(conn, _folded(records, projected), rows)
 
 
 async def update_projection(conn: Connection, record: AuditRecord) -> None:
@@ -200,29 +221,47 @@ async def update_projection(conn: Connection, record: AuditRecord) -> None:
 async def update_projections(conn: Connection, records: Sequence[tuple[AuditRecord, dict[str, Any]]]) -> None:
     """Fold the records (in order; each with its event as a JSON object) into their incidents' live state:
     one read and one upsert in all."""
-    folded: list[tuple[str, AuditRecord, dict[str, Any]]] = []
-    for record, event in records:
-        incident = incident_id_of(event)
-        if incident is not None:
-            folded.append((incident, record, event))
+    folded = [(i, record, event) for record, event in records if (i := incident_id_of(event)) is not None]
     if not folded:
         return
     rows = await conn.fetch(
-        "SELECT incident_id, school_id, state FROM incident_projection WHERE incident_id = ANY($1::text[]) "
+        "SELECT incident_id, school_id, state::text FROM incident_projection WHERE incident_id = ANY($1::text[]) "
         "ORDER BY incident_id FOR UPDATE",
         sorted({incident for incident, _, _ in folded}),
     )
+    await _write_projections(conn, folded, {r[0]: (r[1], r[2]) for r in rows})
+
+
+def _folded(
+    records: Sequence[AuditRecord], projected: Mapping[str, dict[str, Any]]
+) -> list[tuple[str, AuditRecord, dict[str, Any]]]:
+    """(incident, record, event) of each new record whose event names an incident, in log order."""
+    folded = []
+    for r in records:
+        event = projected.get(r.event_id)
+        if event is not None and (incident := incident_id_of(event)) is not None:
+            folded.append((incident, r, event))
+    return folded
+
+
+async def _write_projections(
+    conn: Connection, folded: Sequence[tuple[str, AuditRecord, dict[str, Any]]], rows: ProjectionRows
+) -> None:
+    """Fold the events into their incidents' states (the locked rows read for them, or new ones) and upsert
+    the states changed, in one statement."""
+    if not folded:
+        return
     # incident -> [school the row was created with, state, last seq]; the states are this batch's own
     # (just read or built), so events are folded into them in place.
-    states: dict[str, list[Any]] = {r["incident_id"]: [r["school_id"], json.loads(r["state"]), 0] for r in rows}
+    states: dict[str, list[Any]] = {}
     for incident, record, event in folded:
         entry = states.get(incident)
         if entry is None:
-            states[incident] = [record.school_id, fold(None, incident, event), record.seq]
-        else:
-            entry[1] = fold(entry[1], incident, event)
-            entry[2] = record.seq
-    changed = sorted(states)  # every row read is one of the folded incidents
+            row = rows.get(incident)
+            entry = states[incident] = [row[0], json.loads(row[1]), 0] if row else [record.school_id, None, 0]
+        entry[1] = fold(entry[1], incident, event)
+        entry[2] = record.seq
+    changed = sorted(states)
     await conn.execute(
         "INSERT INTO incident_projection (incident_id, school_id, state, last_seq) "
         "SELECT u.i, u.s, st.value, u.q FROM unnest($1::text[], $2::text[], $4::bigint[]) WITH ORDINALITY "
