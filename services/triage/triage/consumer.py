@@ -21,7 +21,6 @@ from common.contracts import (
 )
 from common.db import Connection
 from common.events import CloudEvent, MalformedEvent
-from common.logging import event_context
 from common.topics import Topic
 from triage.chain import next_step
 from triage.classify import classify
@@ -72,14 +71,14 @@ class TriageHandlers:
     async def triage_reports(self, events: Sequence[CloudEvent], conn: Connection) -> None:
         """Classify and plan each report, then write the new incidents set-wise and apply any early signals."""
         planned = []
+        # One instant for the batch, as it is committed at once; reports classed alike then share one plan.
+        now = self.clock()
         for event in events:
-            with event_context(event):
-                reported = IncidentReported.model_validate(event.data)
-                report = reported.report
-                policy = self.policies.for_school(report.school_id)
-                now = self.clock()
-                classification = classify(report)
-                plan = plan_escalation(report, classification, policy, now)
+            reported = IncidentReported.model_validate(event.data)
+            report = reported.report
+            policy = self.policies.for_school(report.school_id)
+            classification = classify(report)
+            plan = plan_escalation(report, classification, policy, now)
             planned.append(PlannedIncident(event, reported, policy, classification, plan, now))
         stored = await store_new_incidents(conn, planned, reminder_min_period=self.reminder_min_period)
         if stored:

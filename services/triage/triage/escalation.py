@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from common.contracts import (
@@ -27,7 +28,7 @@ from triage.chain import (
 from triage.classify import Classification
 from triage.messages import NoticeContext, NotificationDraft, notices
 from triage.policy import SchoolPolicy
-from triage.policy_derived import derived_from
+from triage.policy_derived import PolicyDerived, derived_from
 
 __all__ = [
     "EscalationCursor",
@@ -73,6 +74,20 @@ class EscalationPlan:
         """The notices a timer step sends (none unless it escalated or repeated)."""
         return notices(self.context, step.cursor.level, step.notify, step.reason)
 
+    @cached_property
+    def stored_context(self) -> str:
+        """The notice context as the incidents row keeps it (JSON)."""
+        return self.context.model_dump_json()
+
+    def triaged_data(self, *, incident_id: str, reference: str) -> dict[str, Any]:
+        """`triaged(...).model_dump(mode="json")`: validated once per plan, then only the incident's id and
+        reference (plain strings) put in."""
+        return {**self._triaged_template, "incident_id": incident_id, "reference": reference}
+
+    @cached_property
+    def _triaged_template(self) -> dict[str, Any]:
+        return self.triaged(incident_id="", reference="").model_dump(mode="json")
+
     def triaged(self, *, incident_id: str, reference: str) -> IncidentTriaged:
         return IncidentTriaged(
             incident_id=incident_id,
@@ -91,8 +106,21 @@ def plan_escalation(
     report: IncidentReport, classification: Classification, policy: SchoolPolicy, now: datetime
 ) -> EscalationPlan:
     """Freeze the chain, date the reminders and draft the first notices for a classified report. What depends
-    only on the policy (chains, contacts, reminder texts) is derived once per policy (`triage.policy_derived`)."""
+    only on the policy (chains, contacts, reminder texts) is derived once per policy (`triage.policy_derived`),
+    and reports of one school classed alike at the same instant (`now`, the very object) share one plan."""
     derived = derived_from(policy)
+    memo = derived.memo_at(now)
+    key = ("plan", report.school_id, classification)
+    found = memo.get(key)
+    if isinstance(found, EscalationPlan):
+        return found
+    plan = _plan(report, classification, policy, now, derived)
+    memo[key] = plan
+    return plan
+
+
+def _plan(report: IncidentReport, classification: Classification, policy: SchoolPolicy, now: datetime,
+          derived: PolicyDerived) -> EscalationPlan:
     standing_aside = classification.roles_standing_aside
     chosen = derived.chosen(classification.incident_class, classification.circumstances, standing_aside)
     chain = chosen.chain

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
@@ -44,7 +46,7 @@ class NoticeContext(_Frozen):
     reminders: tuple[Reminder, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class NotificationDraft:
     """A notice for one recipient, ready to become a `NotificationRequested` once ids are known. Its words
     (`headline`, `body`) are rendered only when asked for: the request that leaves triage does not carry them."""
@@ -78,6 +80,18 @@ class NotificationDraft:
     @property
     def body(self) -> tuple[str, ...]:
         return body(self.context, self.reason)
+
+    def request_data(
+        self, *, notification_id: str, incident_id: str, reference: str, generation: int
+    ) -> dict[str, Any]:
+        """`to_request(...).model_dump(mode="json")`: the request validated once per draft, then only its ids
+        (plain strings and a number, which the contract does not constrain further) put in."""
+        return {**self._request_template, "notification_id": notification_id, "incident_id": incident_id,
+                "reference": reference, "generation": generation}
+
+    @cached_property
+    def _request_template(self) -> dict[str, Any]:
+        return self.to_request(notification_id="", incident_id="", reference="", generation=0).model_dump(mode="json")
 
     def to_request(
         self, *, notification_id: str, incident_id: str, reference: str, generation: int

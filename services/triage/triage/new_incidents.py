@@ -97,9 +97,9 @@ async def store_new_incidents(
         )
         stored.append(incident)
         reminders += _reminder_rows(p, reminder_min_period)
-        triaged = p.plan.triaged(incident_id=incident.id, reference=incident.reference)
+        triaged = p.plan.triaged_data(incident_id=incident.id, reference=incident.reference)
         events.append(event_for(
-            incident, EventType.INCIDENT_TRIAGED, triaged.model_dump(mode="json"),
+            incident, EventType.INCIDENT_TRIAGED, triaged,
             derived_id("triaged", incident.id, incident.generation), p.now, p.event,
         ))
         notice_batch, notice_rows = notice_events(
@@ -119,7 +119,7 @@ def _incident_row(p: PlannedIncident) -> tuple[object, ...]:
     return (
         p.reported.incident_id, p.reported.reference, p.reported.report.school_id, p.event.correlationid,
         p.classification.incident_class.value, p.classification.urgency.value, p.classification.risk_area.value,
-        plan.chain.policy_version, plan.stored_chain, plan.context.model_dump_json(),
+        plan.chain.policy_version, plan.stored_chain, plan.stored_context,
         plan.cursor.level, plan.cursor.repeat, plan.cursor.next_due_at, p.now,
     )
 

@@ -8,8 +8,9 @@ pure function of it; the cache is keyed by the policy object itself and checked 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from common.contracts import ChannelAddress, IncidentClass, Reason, Recipient
@@ -49,6 +50,15 @@ class PolicyDerived:
         self._recipients: dict[str, Recipient] = {}
         self._owners: dict[str, str | None] = {}
         self._reminders: dict[tuple[IncidentClass, tuple[str, ...], tuple[str, ...]], tuple[ReminderTemplate, ...]] = {}
+        self._at: datetime | None = None
+        self._memo: dict[Hashable, object] = {}
+
+    def memo_at(self, now: datetime) -> dict[Hashable, object]:
+        """A memo for what is worked out at the instant `now` (the very object: a batch of reports shares one);
+        emptied when another instant is asked for, so it holds one batch's worth at most."""
+        if now is not self._at:
+            self._at, self._memo = now, {}
+        return self._memo
 
     def chosen(self, incident_class: IncidentClass, circumstances: tuple[str, ...],
                standing_aside: tuple[str, ...]) -> ChosenChain:

@@ -120,13 +120,11 @@ def notice_events(
         nid = ids[index] if ids is not None else notification_id(
             incident.id, draft.level, repeat, role, incident.generation
         )
-        request = draft.to_request(
+        data = draft.request_data(
             notification_id=nid, incident_id=incident.id, reference=incident.reference, generation=incident.generation
         )
         rows.append((nid, incident.id, kind, draft.level, repeat, role, incident.generation, now))
-        events.append(
-            event_for(incident, EventType.NOTIFICATION_REQUESTED, request.model_dump(mode="json"), nid, now, caused_by)
-        )
+        events.append(event_for(incident, EventType.NOTIFICATION_REQUESTED, data, nid, now, caused_by))
     return events, rows
 
 
