@@ -58,22 +58,15 @@ async def chain_heads(conn: Connection, school_ids: Sequence[str]) -> dict[str, 
 ProjectionRows = dict[str, tuple[str, str]]
 
 
-async def _read_after_lock(
-    conn: Connection, event_ids: list[str], school_ids: Sequence[str], incidents: Sequence[str]
+async def _lock_and_read(
+    conn: Connection, school_ids: Sequence[str], event_ids: list[str], incidents: Sequence[str]
 ) -> tuple[set[str], dict[str, ChainHead], ProjectionRows]:
-    """In one round trip: which of the event ids the log already holds, each school's head, and the live
-    projection rows of `incidents`, locked (FOR UPDATE) for the caller's transaction."""
+    """In one round trip (audit_lock_and_read, migration 0002): the schools' advisory locks, held to the end
+    of the caller's transaction; then, as committed by the last holder of each lock, which of the event ids
+    the log already holds, each school's head, and the live projection rows of `incidents`, locked."""
     rows = await conn.fetch(
-        "WITH p AS (SELECT incident_id, school_id, state FROM incident_projection "
-        "WHERE incident_id = ANY($3::text[]) ORDER BY incident_id FOR UPDATE) "
-        "SELECT 0 AS kind, event_id AS key, NULL::bigint AS seq, NULL::bytea AS hash, NULL::text AS school, "
-        "NULL::text AS state FROM audit_records WHERE event_id = ANY($1::text[]) "
-        "UNION ALL "
-        "SELECT 1, s.school_id, h.seq, h.hash, NULL, NULL FROM unnest($2::text[]) AS s(school_id) LEFT JOIN LATERAL "
-        "(SELECT seq, hash FROM audit_records r WHERE r.school_id = s.school_id ORDER BY seq DESC LIMIT 1) h ON true "
-        "UNION ALL "
-        "SELECT 2, incident_id, NULL, NULL, school_id, state::text FROM p",
-        event_ids, list(school_ids), list(incidents),
+        "SELECT * FROM audit_lock_and_read($1::text[], $2::text[], $3::text[])",
+        list(school_ids), event_ids, list(incidents),
     )
     stored: set[str] = set()
     heads: dict[str, ChainHead] = {}
@@ -121,14 +114,7 @@ async def _append(
     if not unique:
         return [], {}
     schools = sorted({e.school_id for e in unique.values()})
-    # Its own statement: the reads below must see what the last lock holder committed (in READ COMMITTED
-    # each statement sees what was committed when it began).
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(k) FROM "
-        "(SELECT DISTINCT hashtext('audit:' || s) AS k FROM unnest($1::text[]) AS s) AS keys ORDER BY k",
-        schools,
-    )
-    stored, heads, projection = await _read_after_lock(conn, list(unique), schools, incidents)
+    stored, heads, projection = await _lock_and_read(conn, schools, list(unique), incidents)
     at = recorded_at or datetime.now(UTC)
     records: list[AuditRecord] = []
     for e in unique.values():
@@ -201,7 +187,7 @@ def _entry(d: Delivery) -> tuple[str, str, bytes, dict[str, Any] | None]:
 
 async def store_deliveries(deliveries: Sequence[Delivery], conn: Connection) -> None:
     """A consumer batch into the log (one lock per school, one COPY), then the live projection, whose rows
-    are read with the log's heads: one lock statement, one read, one COPY and one upsert in all."""
+    are read with the log's heads: one locking read, one COPY and one upsert in all."""
     projected: dict[str, dict[str, Any]] = {}
     entries: list[Entry] = []
     for d in deliveries:
