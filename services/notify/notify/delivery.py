@@ -69,6 +69,15 @@ _CLAIM = (
     " ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED"
 )
 
+# The claimed rows go 'sending' under a lease, and their addresses' last send time moves on: one statement.
+_MARK_SENDING = (
+    "WITH sending AS (UPDATE deliveries SET state = 'sending', next_attempt_at = $2, updated_at = $3"
+    " WHERE notification_id = ANY($1::text[]))"
+    " INSERT INTO address_sends (address_key, last_sent_at) SELECT k, $3 FROM unnest($4::text[]) k"
+    " ON CONFLICT (address_key) DO UPDATE SET last_sent_at ="
+    " GREATEST(address_sends.last_sent_at, EXCLUDED.last_sent_at)"
+)
+
 
 @dataclass
 class _Item:
@@ -233,7 +242,7 @@ class Deliverer:
                     "SELECT address_key, last_sent_at FROM address_sends WHERE address_key = ANY($1::text[])",
                     sorted(keys),
                 )
-            }
+            } if keys else {}
             plan = throttle.plan(now, pending, policy=cfg.throttle, last_sent=last_sent)
             for b in plan.send_now:
                 batches.append(
@@ -254,18 +263,8 @@ class Deliverer:
                 )
                 result.held += len(held)
             sending = [i.notification_id for b in batches for i in b.items]
-            await conn.execute(
-                "UPDATE deliveries SET state = 'sending', next_attempt_at = $2, updated_at = $3"
-                " WHERE notification_id = ANY($1::text[])",
-                sending, now + cfg.lease, now,
-            )
             sent_keys = sorted({_key_text(throttle.address_key(_address(b))) for b in batches})
-            await conn.execute(
-                "INSERT INTO address_sends (address_key, last_sent_at) SELECT k, $2 FROM unnest($1::text[]) k"
-                " ON CONFLICT (address_key) DO UPDATE SET last_sent_at ="
-                " GREATEST(address_sends.last_sent_at, EXCLUDED.last_sent_at)",
-                sent_keys, now,
-            )
+            await conn.execute(_MARK_SENDING, sending, now + cfg.lease, now, sent_keys)
         return batches
 
     async def _send_and_record(self, batch: _Batch, now: datetime) -> dict[str, int]:
