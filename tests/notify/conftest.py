@@ -112,6 +112,7 @@ class Mailbox:
     # A MAIL on a connection that has carried this many messages is answered "421 closing" and the server
     # hangs up, as one does when it times the session out or shuts down (RFC 5321 3.8).
     close_after_messages: int | None = None
+    mail_delay: float = 0.0  # seconds before answering MAIL: a server that has hung
 
     @property
     def connections(self) -> int:
@@ -122,6 +123,8 @@ class Mailbox:
         self, server: SMTPServer, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         self.mail_commands += 1
+        if self.mail_delay:
+            await asyncio.sleep(self.mail_delay)
         carried = self.peers.count(session.peer)
         if self.close_after_messages is not None and carried >= self.close_after_messages:
             transport = server.transport

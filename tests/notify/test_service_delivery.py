@@ -454,3 +454,48 @@ async def test_notice_of_an_incident_acknowledged_before_it_went_out_is_withheld
     assert states == {routine.notification_id: "withheld", illegal.notification_id: "sent",
                       later.notification_id: "sent"}
     assert again.claimed == 0
+
+
+async def test_deliveries_share_one_smtp_connection_and_a_dropped_or_refusing_one_records_as_before(
+    stack, isolation, smtp_server, make_request
+):
+    """Pooled SMTP connections under the delivery loop: several deliveries over one connection; the server
+    closing it ("421", then hanging up) as the next email starts costs nothing but a fresh connection, the
+    email sent and recorded once; a refusal is still recorded as a failure and reported."""
+    settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False)
+    service = await start(settings, consume=False)
+    mailbox = smtp_server.mailbox
+    try:
+        first = [fresh(make_request, recipient=recipient((ChannelKind.EMAIL, f"dsl{i}@oakfield.example")))
+                 for i in range(3)]
+        for request in first:  # one after another (the emails of one round go side by side)
+            await handle_directly(service, request)
+            assert (await service.deliverer.deliver_due(utc_now())).sent == 1
+        assert len(mailbox.messages) == 3 and mailbox.connections == 1
+
+        mailbox.close_after_messages = 3  # the pooled connection is closed by the server at the next MAIL
+        dropped = fresh(make_request)
+        await handle_directly(service, dropped)
+        assert (await service.deliverer.deliver_due(utc_now())).sent == 1
+        assert mailbox.connections == 2
+        assert [str(m["Message-ID"]) for m in mailbox.messages[3:]] == [f"<{dropped.notification_id}@oakfield.example>"]
+
+        mailbox.close_after_messages = None
+        mailbox.refuse_recipients_with = "550 5.1.1 no such user"
+        refused = fresh(make_request, recipient=recipient((ChannelKind.EMAIL, "gone@oakfield.example")))
+        await handle_directly(service, refused)
+        assert (await service.deliverer.deliver_due(utc_now())).failed == 1
+        delivered = await outcome_events(stack, isolation, "notifications.delivered", expect=4, timeout=20)
+        [failed] = await outcome_events(stack, isolation, "notifications.failed", expect=1, timeout=20)
+    finally:
+        await service.runtime.stop()
+    assert sorted(e.data["notification_id"] for e in delivered) == sorted(
+        r.notification_id for r in [*first, dropped]
+    )
+    assert all(e.data["attempts"] == 1 for e in delivered)
+    assert failed.data["notification_id"] == refused.notification_id
+    assert failed.data["errors"] == ["email: recipient refused: 550 5.1.1 no such user"]
+    rows = {r["notification_id"]: r for r in await delivery_rows(stack, isolation)}
+    assert rows[dropped.notification_id]["state"] == "sent" and rows[dropped.notification_id]["total_attempts"] == 1
+    assert rows[refused.notification_id]["state"] == "failed"
+    assert len(mailbox.messages) == 4

@@ -214,6 +214,19 @@ async def test_a_421_on_a_fresh_connection_is_a_retryable_failure_without_a_seco
     assert mail.pool.opened_total == 1
 
 
+async def test_a_reused_connection_that_stops_answering_is_a_retryable_failure_without_a_second_try(
+    channel, smtp_server, make_request
+):
+    mail = channel(smtp_server.port, timeout_seconds=0.3)
+    first, second = requests(make_request, 2)
+    await mail.send(first, "dsl@oakfield.example")
+    smtp_server.mailbox.mail_delay = 1.0  # hung: a fresh connection would be waited on again
+    with pytest.raises(RetryableDeliveryError, match="Timeout"):
+        await mail.send(second, "dsl@oakfield.example")
+    assert mail.pool.opened_total == 1 and smtp_server.mailbox.mail_commands == 2
+    assert message_ids(smtp_server) == ["<n-000@safety.example>"]
+
+
 async def test_a_refusal_on_a_reused_connection_is_still_a_permanent_failure(channel, smtp_server, make_request):
     mail = channel(smtp_server.port)
     first, second, third = requests(make_request, 3)
