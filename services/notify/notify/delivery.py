@@ -324,8 +324,10 @@ class Deliverer:
         if channel is None:
             raise PermanentDeliveryError(f"no {batch.kind.value} channel is configured")
         message = self._render(batch, now)
-        log.info("notify.sending", channel=batch.kind.value, message_id=message.message_id,
-                 notifications=len(batch.items))
+        # Debug only: the outcome line (delivered, retry, fallback, failed) says the same with the result, and
+        # the deliveries table shows what is in flight ('sending'); a second line per message cost ~3% CPU.
+        log.debug("notify.sending", channel=batch.kind.value, message_id=message.message_id,
+                  notifications=len(batch.items))
         receipt: DeliveryReceipt = await channel.send(message, batch.address)
         return receipt
 
