@@ -197,6 +197,18 @@ def _server(*args: str) -> Iterator[Server]:
             proc.wait()
 
 
+async def _xid(dsn: str) -> int:
+    """The cluster's transaction id counter: it moves on by one for every transaction that writes (this query's
+    own included), so over a window it counts the commits of intake's batches and its relay's passes."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT pg_current_xact_id()::text::bigint"))
+    finally:
+        await conn.close()
+
+
 async def _published(url: str, timeout: float = 60.0) -> None:
     """Wait until the relay has published every accepted report (intake's /metrics outbox_backlog is 0)."""
     deadline = time.monotonic() + timeout
@@ -236,22 +248,30 @@ async def rows(admin_dsn: str, bootstrap: str, concurrency: int = 32, seconds: f
     with _server("bare") as bare_server, CpuWindow({"server": bare_server.pid}) as bare_cpu:
         bare = await closed_loop(bare_server.url, PATH, body, headers, concurrency=concurrency, seconds=seconds,
                                  expect=202)
+    commits: dict[str, int] = {}
     with _server("intake", admin_dsn, bootstrap, "i" + uuid.uuid4().hex[:8]) as server:
+        xid = await _xid(admin_dsn)
         with CpuWindow({"intake": server.pid, **others}) as real_cpu, _profiled(server.pid, seconds + 1):
             real = await closed_loop(server.url, PATH, body, headers, concurrency=concurrency, seconds=seconds,
                                      expect=202)
             await _published(server.url)  # the relay's work for these reports is part of their cost
+        commits["real"], xid = await _xid(admin_dsn) - xid - 1, await _xid(admin_dsn)
         keyed_headers = {**headers, "Idempotency-Key": "bench-{seq}"}  # a key of its own for every report
         with CpuWindow({"intake": server.pid, **others}) as keyed_cpu:
             keyed = await closed_loop(server.url, PATH, body, keyed_headers, concurrency=concurrency,
                                       seconds=seconds, expect=202)
             await _published(server.url)
+        commits["keyed"], xid = await _xid(admin_dsn) - xid - 1, await _xid(admin_dsn)
         with CpuWindow({"intake": server.pid, **others}) as steady_cpu, _profiled(server.pid, seconds, ".steady"):
             steady = await steady_rate(server.url, PATH, body, headers, rate=rate, seconds=seconds, expect=202)
             await _published(server.url)
+        commits["steady"] = await _xid(admin_dsn) - xid - 1
 
     def lat(x: Load) -> str:
         return f"p50 {x.p50_ms:.1f} ms, p99 {x.p99_ms:.1f} ms" + (f", {x.errors} errors" if x.errors else "")
+
+    def per_report(what: str, x: Load) -> str:
+        return f"{commits[what] / max(x.answered, 1):.2f} write transactions per report (batches + relay passes)"
 
     def answered(x: Load) -> int:
         # The CPU windows include the warm-up second and the drain: count every answer in them.
@@ -265,6 +285,7 @@ async def rows(admin_dsn: str, bootstrap: str, concurrency: int = 32, seconds: f
         ("intake", f"POST /v1/incidents accepted (202), {c}", f"{real.per_second:,.0f} reports/s"),
         ("intake", f"POST /v1/incidents latency, {c}", lat(real)),
         ("intake", f"POST /v1/incidents CPU per accepted report, {c}", real_cpu.per_request(answered(real))),
+        ("intake", f"POST /v1/incidents PostgreSQL commits, {c}", per_report("real", real)),
         ("intake", "intake / ceiling", f"{real.per_second / bare.per_second:.0%}"),
         # Each server is one process on one core: its CPU per request bounds what it can answer, whatever the
         # machine's other users take from it during one run or the other.
@@ -274,10 +295,13 @@ async def rows(admin_dsn: str, bootstrap: str, concurrency: int = 32, seconds: f
          f"{keyed.per_second:,.0f} reports/s, " + lat(keyed)),
         ("intake", f"POST /v1/incidents with an Idempotency-Key each, CPU per report, {c}",
          keyed_cpu.per_request(answered(keyed))),
+        ("intake", f"POST /v1/incidents with an Idempotency-Key each, PostgreSQL commits, {c}",
+         per_report("keyed", keyed)),
         ("intake", f"POST /v1/incidents at a steady {rate:,.0f}/s for {seconds:.0f} s",
          f"{steady.per_second:,.0f} accepted/s, " + lat(steady)),
         ("intake", f"POST /v1/incidents CPU per report at a steady {rate:,.0f}/s",
          steady_cpu.per_request(answered(steady))),
+        ("intake", f"POST /v1/incidents PostgreSQL commits at a steady {rate:,.0f}/s", per_report("steady", steady)),
     ]
 
 
