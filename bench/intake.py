@@ -312,18 +312,18 @@ def _durable_postgres() -> Iterator[tuple[str, int]]:
     import shutil
     import tempfile
 
-    from devstack import postgres
     from devstack.ports import free_port, wait_for_port
+    from devstack.postgres import PostgresLayout, command, dsn, prepare, run_as_user
 
     root = Path(tempfile.mkdtemp(prefix="bench-intake-pg-"))
     root.chmod(0o755)  # noqa: S103 - PostgreSQL runs as its own OS user and must reach its data dir
-    layout = postgres.PostgresLayout(root / "postgres")
-    password, port = postgres.prepare(layout), free_port()
-    proc = subprocess.Popen(postgres.command(layout, port, durable=True), user=postgres.run_as_user(),  # noqa: S603
+    layout = PostgresLayout(root / "postgres")
+    password, port = prepare(layout), free_port()
+    proc = subprocess.Popen(command(layout, port, durable=True), user=run_as_user(),  # noqa: S603
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port("127.0.0.1", port, what="PostgreSQL")
-        yield postgres.dsn(port, password), proc.pid
+        yield dsn(port, password), proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
