@@ -253,7 +253,7 @@ async def _write_projections(
         "SELECT u.i, u.s, st.value, u.q FROM unnest($1::text[], $2::text[], $4::bigint[]) WITH ORDINALITY "
         "AS u(i, s, q, n) JOIN jsonb_array_elements($3::jsonb) WITH ORDINALITY AS st(value, n) USING (n) "
         "ON CONFLICT (incident_id) DO UPDATE SET state = EXCLUDED.state, last_seq = EXCLUDED.last_seq",
-        changed, [states[i][0] for i in changed], json.dumps([states[i][1] for i in changed]),
+        changed, [states[i][0] for i in changed], json.dumps([states[i][1] for i in changed], separators=(",", ":")),
         [states[i][2] for i in changed],
     )
 
