@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,8 @@ class Figures:
     count: int
     cpu: Cpu | None = None
     service_cpu: float | None = None  # the service under test's process, over the same measure
+    # Per incident key, (scheduled, first notice read) in wall-clock seconds: for the stages of a steady run.
+    timeline: dict[bytes, tuple[float, float]] | None = field(default=None, repr=False)
 
     def latency(self) -> str:
         return f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms"
@@ -240,7 +242,9 @@ async def steady(producer: AIOKafkaProducer, topic: str, outputs: Outputs, event
     await outputs.wait(list(scheduled), timeout=600)
     end = max(outputs.done[k] for k in scheduled)
     lat = sorted(outputs.first[k] - t for k, t in scheduled.items())
-    return Figures(len(events) / (end - start), pct(lat, 0.5), pct(lat, 0.99), len(events))
+    wall = time.time() - time.perf_counter()  # perf_counter -> wall clock, to compare with the service's times
+    timeline = {k: (t + wall, outputs.first[k] + wall) for k, t in scheduled.items()}
+    return Figures(len(events) / (end - start), pct(lat, 0.5), pct(lat, 0.99), len(events), timeline=timeline)
 
 
 Measure = Callable[[AIOKafkaProducer, str, Outputs], Awaitable[Figures]]
@@ -360,17 +364,48 @@ async def bare(admin_dsn: str, bootstrap: str, n: int, rate: float, seconds: flo
                               _measures(n, rate, seconds))
 
 
-async def triage(admin_dsn: str, bootstrap: str, n: int, rate: float, seconds: float) -> list[Figures]:
+async def triage(admin_dsn: str, bootstrap: str, n: int, rate: float, seconds: float) -> tuple[list[Figures], str]:
+    """The figures, and the stages of the steady run's delays."""
     name = "tt" + uuid.uuid4().hex[:8]
     service = ServiceProcess("triage", admin_dsn, bootstrap, name)
     outputs = [Topic.INCIDENTS_TRIAGED.value, Topic.NOTIFICATIONS_REQUESTED.value]
-    return await run_pipeline(bootstrap, f"{name}.", service, outputs, 2, _measures(n, rate, seconds))
+    figures = await run_pipeline(bootstrap, f"{name}.", service, outputs, 2, _measures(n, rate, seconds))
+    return figures, await stages(admin_dsn, f"{name}_svc", figures[-1])
+
+
+async def stages(admin_dsn: str, schema: str, steady_run: Figures) -> str:
+    """Where a steady run's delays went, from triage's own rows (p50 / p99 of each stage): reported -> the batch
+    that triaged it began (`incidents.triaged_at`: the consumer's fetch wait and queue), -> the relay took its first
+    notice (`outbox.published_at`: triage's handling, commit, the relay's wake-up), -> the bench read it (the
+    relay's send, the broker, the reader's fetch). A notice re-driven by the broker watch shows its last pick-up."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        rows = await conn.fetch(
+            f"SELECT i.id, extract(epoch FROM i.triaged_at) AS triaged, "  # noqa: S608 - the bench's own schema
+            f"extract(epoch FROM min(o.published_at)) AS published FROM {schema}.incidents i "
+            f"JOIN {schema}.outbox o ON o.key = convert_to(i.id, 'UTF8') AND o.topic = $1 GROUP BY i.id",
+            Topic.NOTIFICATIONS_REQUESTED.value,
+        )
+    finally:
+        await conn.close()
+    at = {r["id"].encode(): (float(r["triaged"]), float(r["published"])) for r in rows}
+    parts: list[list[float]] = [[], [], []]
+    for key, (scheduled, read) in (steady_run.timeline or {}).items():
+        if key in at:
+            triaged, published = at[key]
+            for part, value in zip(parts, (triaged - scheduled, published - triaged, read - published), strict=True):
+                part.append(value)
+    names = ("to the batch", "to the relay", "to the reader")
+    return ", ".join(f"{name} {pct(sorted(p), 0.5):.0f} / {pct(sorted(p), 0.99):.0f} ms"
+                     for name, p in zip(names, parts, strict=True))
 
 
 async def rows(admin_dsn: str, bootstrap: str, n: int = 5000, rate: float = 500.0,
                seconds: float = 10.0) -> list[tuple[str, str, str]]:
     ceiling_burst, ceiling_steady = await bare(admin_dsn, bootstrap, n, rate, seconds)
-    real_burst, real_steady = await triage(admin_dsn, bootstrap, n, rate, seconds)
+    (real_burst, real_steady), steady_stages = await triage(admin_dsn, bootstrap, n, rate, seconds)
     steady_label = f"at a steady {rate:,.0f}/s for {seconds:.0f} s"
     return [
         ("triage", f"bare handler, reported -> requested, {n:,} at once (ceiling)",
@@ -381,6 +416,7 @@ async def rows(admin_dsn: str, bootstrap: str, n: int = 5000, rate: float = 500.
         ("triage", f"triage: CPU per report, {n:,} at once", real_burst.cpu_per_report()),
         ("triage", f"bare handler, reported -> requested, {steady_label} (ceiling)", ceiling_steady.latency()),
         ("triage", f"reported -> notifications.requested, {steady_label}", real_steady.latency()),
+        ("triage", "  its stages, p50 / p99", steady_stages),
     ]
 
 

@@ -81,15 +81,12 @@ class TriageHandlers:
             plan = plan_escalation(report, classification, policy, now)
             planned.append(PlannedIncident(event, reported, policy, classification, plan, now))
         stored = await store_new_incidents(conn, planned, reminder_min_period=self.reminder_min_period)
-        if stored:
-            await self._apply_early_signals(conn, [incident.id for incident in stored])
+        if stored.early_signals:
+            await self._apply_early_signals(conn, [incident.id for incident in stored.incidents], stored.early_signals)
 
-    async def _apply_early_signals(self, conn: Connection, incident_ids: Sequence[str]) -> None:
-        rows = await conn.fetch(
-            "DELETE FROM early_signals WHERE incident_id = ANY($1::text[]) "
-            "RETURNING incident_id, topic, event::text AS event",
-            list(incident_ids),
-        )
+    async def _apply_early_signals(self, conn: Connection, incident_ids: Sequence[str], rows: Sequence[Record]) -> None:
+        """Signals that came before their report, taken from `early_signals`: applied per incident in batch order,
+        acknowledgements before actions."""
         by_incident: dict[str, list[Record]] = {}
         for row in rows:
             by_incident.setdefault(row["incident_id"], []).append(row)

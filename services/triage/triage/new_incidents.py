@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
+from asyncpg import Record
 
 from common.contracts import ActionKind, Agency, IncidentReported
 from common.db import Connection
@@ -22,7 +23,7 @@ from triage.classify import Classification
 from triage.escalation import EscalationPlan, reminders_closed_by
 from triage.policy import SchoolPolicy
 from triage.policy_derived import derived_from
-from triage.state import IncidentState, NoticeRow, derived_id, event_for, notice_events, record_notices
+from triage.state import IncidentState, NoticeRow, derived_id, event_for, notice_events
 
 log = structlog.get_logger(__name__)
 
@@ -58,28 +59,45 @@ _INSERT_INCIDENTS = (
     "AS u(id, ref, school, corr, cls, urg, risk, ver, ch, ctx, lvl, rep, due, at) "
     "ON CONFLICT (id) DO NOTHING RETURNING id, generation, status, exhausted"
 )
-_INSERT_REMINDERS = (
-    "INSERT INTO reminders (incident_id, code, text, owner_role, owner, due_at, period_seconds, next_notify_at) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], "
-    "$7::float8[], $8::timestamptz[]) ON CONFLICT DO NOTHING"
+# The new incidents' reminders and first notices, and the early signals that were waiting for them, in one
+# statement (one round trip where there were three): the incidents were written by the statement before.
+_INSERT_REMINDERS_AND_NOTICES_TAKE_SIGNALS = (
+    "WITH new_reminders AS ("
+    " INSERT INTO reminders (incident_id, code, text, owner_role, owner, due_at, period_seconds, next_notify_at)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[],"
+    " $7::float8[], $8::timestamptz[]) ON CONFLICT DO NOTHING), "
+    "new_notices AS ("
+    " INSERT INTO notifications (notification_id, incident_id, kind, level, repeat, role, generation, requested_at)"
+    " SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::int[], $13::int[], $14::text[], $15::int[],"
+    " $16::timestamptz[]) ON CONFLICT (notification_id) DO NOTHING) "
+    "DELETE FROM early_signals WHERE incident_id = ANY($17::text[]) RETURNING incident_id, topic, event::text AS event"
 )
 
 ReminderRow = tuple[str, str, str, str, str | None, datetime | None, float | None, datetime | None]
 
 
+@dataclass(frozen=True)
+class StoredIncidents:
+    """The incidents a batch wrote, and the signals (acknowledgements, actions) that arrived before them."""
+
+    incidents: list[IncidentState]
+    early_signals: list[Record]
+
+
 async def store_new_incidents(
     conn: Connection, planned: Sequence[PlannedIncident], *, reminder_min_period: timedelta
-) -> list[IncidentState]:
+) -> StoredIncidents:
     """Write the planned incidents not stored yet (in the caller's transaction) and enqueue, per incident and
-    in batch order, its `incidents.triaged` then its first notices. Returns the incidents written."""
+    in batch order, its `incidents.triaged` then its first notices. Returns the incidents written, and the early
+    signals for them, taken out of `early_signals` for the caller to apply."""
     first: dict[str, PlannedIncident] = {}
     for p in planned:
         if first.setdefault(p.reported.incident_id, p) is not p:  # a repeat within the batch: the first counts
             log.info("triage.report_already_triaged", incident_id=p.reported.incident_id)
     fresh = list(first.values())
     if not fresh:
-        return []
-    rows = await conn.fetch(_INSERT_INCIDENTS, *_columns([_incident_row(p) for p in fresh]))
+        return StoredIncidents([], [])
+    rows = await conn.fetch(_INSERT_INCIDENTS, *_columns([_incident_row(p) for p in fresh], 14))
     inserted = {r["id"]: r for r in rows}
     stored: list[IncidentState] = []
     reminders: list[ReminderRow] = []
@@ -107,11 +125,14 @@ async def store_new_incidents(
         )
         events += notice_batch
         notices += notice_rows
-    if reminders:
-        await conn.execute(_INSERT_REMINDERS, *_columns(reminders))
-    await record_notices(conn, notices)
+    if not stored:
+        return StoredIncidents([], [])
+    signals = await conn.fetch(
+        _INSERT_REMINDERS_AND_NOTICES_TAKE_SIGNALS, *_columns(reminders, 8), *_columns(notices, 8),
+        [incident.id for incident in stored],
+    )
     await enqueue(conn, events)
-    return stored
+    return StoredIncidents(stored, list(signals))
 
 
 def _incident_row(p: PlannedIncident) -> tuple[object, ...]:
@@ -139,8 +160,9 @@ def _reminder_rows(p: PlannedIncident, min_period: timedelta) -> list[ReminderRo
     return rows
 
 
-def _columns(rows: Sequence[tuple[object, ...]]) -> list[list[object]]:
-    return [list(column) for column in zip(*rows, strict=True)]
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    """Rows as columns (the arrays the statements unnest); `width` columns even when there are no rows."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
-__all__ = ["CLOSABLE", "PlannedIncident", "store_new_incidents"]
+__all__ = ["CLOSABLE", "PlannedIncident", "StoredIncidents", "store_new_incidents"]
