@@ -166,7 +166,8 @@ async def _measured(n: int) -> None:
                   f"({rate / (ceiling or rate):.0%})")
             for k in after:  # includes the 3 s join wait and shutdown: an upper bound per event
                 print(f"  CPU {k}: {(after[k] - before[k]) * 1e6 / n:.0f} us/event")
-        steady_rate, seconds = float(os.environ.get("BENCH_STEADY_RATE", "100")), 10.0
+        steady_rate = float(os.environ.get("BENCH_STEADY_RATE", "100"))
+        seconds = float(os.environ.get("BENCH_STEADY_SECONDS", "10"))
         p50, p99, got, used = await steady_hop(
             stack.admin_dsn, stack.bootstrap, steady_rate, seconds,
             lambda: {k: _tree_cpu_seconds(p) for k, p in pids.items()} | {"bench (python)": time.process_time()},

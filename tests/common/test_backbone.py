@@ -13,12 +13,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 import structlog
+from aiokafka import TopicPartition
 from support.helpers import effects, eventually, produce, read_topic, report_event
 from support.sample_service import EFFECTS, POISON_MARK, sample_runtime, settings_for
 
 from common.db import Connection
 from common.events import CloudEvent
-from common.kafka import Publisher
+from common.kafka import Publisher, committed_offsets, topic_partitions
 from common.logging import configure
 from common.outbox import OutboxRelay, enqueue
 from common.runtime import Runtime, ServiceSpec
@@ -210,3 +211,26 @@ async def test_the_relay_lets_go_of_its_lock_after_every_pass_failed_or_not(stac
 
 async def _keep_session(_: asyncpg.Connection) -> None:
     """No reset on release (asyncpg's default would release every advisory lock)."""
+
+
+async def test_a_stopping_consumer_commits_what_it_handled_since_its_last_commit(stack, isolation):
+    """Offsets are committed at most once a second while running, and whatever was handled is committed when the
+    consumer stops, so a restart does not read it again."""
+    runtime = sample_runtime(settings_for(isolation, stack.admin_dsn, stack.bootstrap))
+    await runtime.start()
+    events = [report_event(i) for i in range(3)]
+    topic = f"{isolation}.incidents.reported"
+    try:
+        await eventually(lambda: _assigned(runtime), what="the consumer's partitions")
+        await produce(stack.bootstrap, topic, [e.to_bytes() for e in events], key=b"one-partition")
+        await eventually(lambda: _has_effect(stack, isolation, events[-1].id), what="the effects")
+    finally:
+        await runtime.stop()  # well within a second of the batch: the stop commits it
+    partitions = (await topic_partitions(stack.bootstrap, [topic]))[topic]
+    tps = [TopicPartition(topic, p) for p in partitions]
+    found = await committed_offsets(stack.bootstrap, f"{isolation}.sample", tps)
+    assert sorted(o for o in found.values() if o is not None) == [3]
+
+
+async def _assigned(runtime: Runtime) -> bool:
+    return runtime.consumer is not None and runtime.consumer.assigned_partitions > 0

@@ -1,7 +1,8 @@
 """The consumer runner: "on topic T, call handler(event, conn)", with exactly-once effects.
 
 Each poll's batch (all its partitions) is handled in one PostgreSQL transaction that also records the
-event ids in the inbox, so a redelivered event has no second effect. Offsets are committed only after that transaction.
+event ids in the inbox, so a redelivered event has no second effect. Offsets are committed only after
+that transaction (at most once a second, and when stopping).
 If a handler fails, the batch is rolled back and re-run one event at a time to find the poison
 message, which goes to `<topic>.dlq` (through the outbox, so that too is exactly-once) with its
 error; the runner carries on. Database or broker outages are waited out, never dead-lettered.
@@ -38,6 +39,10 @@ RawHandler = Callable[["Delivery", Connection], Awaitable[None]]
 RawBatchHandler = Callable[[Sequence["Delivery"], Connection], Awaitable[None]]
 
 FETCH_MAX_WAIT_MS = 50
+# Offsets are committed after the batch's transaction, at most this often (and when stopping): every poll
+# committing was a broker request per poll and consumer. What a crash leaves uncommitted is read again and
+# absorbed by the inbox.
+COMMIT_EVERY_SECONDS = 1.0
 
 
 
@@ -165,16 +170,36 @@ class ConsumerRunner:
         return consumer
 
     async def _consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
-        done: dict[TopicPartition, int] = {}  # per partition, the offset committed after the last batch
+        done: dict[TopicPartition, int] = {}  # per partition, the offset after the last batch handled
+        uncommitted: dict[TopicPartition, int] = {}  # handled (durably) but not yet committed to the broker
+        clock = asyncio.get_running_loop().time
+        committed_at = clock()
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=self._max_batch)
                 if batch:
-                    await self._handle_and_commit(consumer, batch, stop)
-                    done.update({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+                    await self._handle(batch, stop)
+                    handled = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
+                    done.update(handled)
+                    uncommitted.update(handled)
+                if uncommitted and clock() - committed_at >= COMMIT_EVERY_SECONDS:
+                    await self._commit(consumer, uncommitted)
+                    committed_at = clock()
                 self._measure(consumer, done)
+            if uncommitted:  # stopping: what was handled is committed before the consumer closes
+                await self._commit(consumer, uncommitted)
         finally:
             self.assigned_partitions = 0  # not consuming: /metrics shows it rather than a lag of 0
+
+    @staticmethod
+    async def _commit(consumer: AIOKafkaConsumer, uncommitted: dict[TopicPartition, int]) -> None:
+        """Commit what was handled on the partitions still assigned. A partition taken away by a rebalance
+        meanwhile is re-read from its last commit by its new owner, and the inbox absorbs the repeats."""
+        assigned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in uncommitted.items() if tp in assigned}
+        uncommitted.clear()
+        if offsets:
+            await consumer.commit(offsets)
 
     def _measure(self, consumer: AIOKafkaConsumer, done: dict[TopicPartition, int]) -> None:
         """Lag over every assigned partition (records the broker holds beyond what was handled)."""
@@ -184,15 +209,13 @@ class ConsumerRunner:
             max(0, (consumer.highwater(tp) or 0) - done.get(tp, consumer.highwater(tp) or 0)) for tp in assigned
         )
 
-    async def _handle_and_commit(
-        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-        stop: asyncio.Event,
+    async def _handle(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], stop: asyncio.Event
     ) -> None:
         # Every partition of the poll in one transaction (each partition's records in order): a transaction
         # per partition cost a BEGIN, an inbox INSERT and a COMMIT each, for a record or two at a time at
         # everyday rates.
         await self._handle_until_done([self._parse(r) for records in batch.values() for r in records], stop)
-        await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
 
     def _parse(self, record: ConsumerRecord[bytes, bytes]) -> Delivery:
         topic = self._topics.logical(record.topic)
