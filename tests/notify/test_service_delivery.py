@@ -391,6 +391,8 @@ async def test_an_outcome_the_database_lost_mid_send_is_recorded_when_it_returns
         assert cut  # the connections really were cut while the message was being accepted
         assert result.sent == 1
         assert (await service.deliverer.deliver_due(t0 + timedelta(seconds=31))).claimed == 0  # nothing to resend
+        # The outcome is published once the database is back (generous under load), then nothing more comes.
+        await outcome_events(stack, isolation, "notifications.delivered", expect=1, timeout=30)
         delivered = await outcome_events(stack, isolation, "notifications.delivered", expect=2, timeout=3)
     finally:
         await service.runtime.stop()
