@@ -4,6 +4,7 @@ once then given each incident's ids, policy derivations per policy version, and 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from triage.classify import classify
@@ -66,3 +67,14 @@ def test_a_policy_is_derived_once_and_a_new_version_on_its_own(policy: SchoolPol
 def test_derived_ids_are_uuid5_of_their_parts() -> None:
     for parts in [("notice", "inc-1", 0, 1, "dsl", 2), ("triaged", "x" * 40, 7), ("reminder", "é", "ü€", 1)]:
         assert derived_id(*parts) == str(uuid.uuid5(_NAMESPACE, "/".join(str(p) for p in parts)))
+
+
+def test_a_draft_given_other_reminders_carries_those_not_its_originals(policy: SchoolPolicy) -> None:
+    report = build_report("child_sexual_abuse_imagery", "Indecent images of children found on a staff laptop.")
+    plan = plan_escalation(report, classify(report), policy, NOW)
+    ids = {"notification_id": "n-1", "incident_id": "inc-1", "reference": "OSI-1", "generation": 1}
+    original = plan.first_notices[0]
+    assert len(original.request_data(**ids)["reminders"]) == len(plan.reminders) > 1
+    overdue = replace(original, reminders=(plan.reminders[-1],))  # as an overdue reminder's re-notice is drafted
+    assert overdue.request_data(**ids) == overdue.to_request(**ids).model_dump(mode="json")
+    assert [r["code"] for r in overdue.request_data(**ids)["reminders"]] == [plan.reminders[-1].code]
