@@ -143,7 +143,8 @@ async def _ensure_roles(conn: asyncpg.Connection, roles: SchemaRoles, password: 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Replaces asyncpg's reset on release (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`), one
     round trip per use of a connection. The services leave no session state behind: their advisory locks are
-    transaction-scoped, their settings are startup parameters, and the LISTEN loop unlistens itself. asyncpg
+    transaction-scoped (the outbox relay's session lock is released at the end of its pass, or its connection
+    closed), their settings are startup parameters, and the LISTEN loop unlistens itself. asyncpg
     still rolls back a stray transaction and forgets local listeners before calling this."""
 
 
