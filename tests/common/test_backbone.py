@@ -234,3 +234,31 @@ async def test_a_stopping_consumer_commits_what_it_handled_since_its_last_commit
 
 async def _assigned(runtime: Runtime) -> bool:
     return runtime.consumer is not None and runtime.consumer.assigned_partitions > 0
+
+
+async def test_an_event_committed_while_the_relay_lock_is_held_elsewhere_goes_out_as_soon_as_it_is_let_go(
+    stack, isolation
+):
+    """The broker watch holds the relay lock while it compares the outbox with the broker. An event committed
+    meanwhile is not left waiting for the next NOTIFY or poll (30 s here) once the lock is free."""
+    settings = settings_for(isolation, stack.admin_dsn, stack.bootstrap).model_copy(
+        update={"outbox_poll_seconds": 30.0}
+    )
+    runtime = sample_runtime(settings)
+    await runtime.start()
+    holder = await asyncpg.connect(stack.admin_dsn)
+    try:
+        await eventually(lambda: _assigned(runtime), what="the consumer's partitions")
+        holder_xact = holder.transaction()
+        await holder_xact.start()
+        await holder.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"outbox-relay:{settings.schema_name}")
+        event = report_event(1)
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, [event])  # its NOTIFY wakes the relay, which finds the lock held
+        await asyncio.sleep(0.5)
+        assert await runtime.relay.backlog() == 1
+        await holder_xact.rollback()  # the lock is let go
+        await eventually(lambda: _has_effect(stack, isolation, event.id), what="the effect", timeout=10)
+    finally:
+        await holder.close()
+        await runtime.stop()

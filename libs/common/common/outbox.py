@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import asyncpg
 import structlog
 
+from common.aio import sleep_unless_stopped
 from common.db import Connection
 from common.events import CloudEvent
 from common.kafka import Publisher
@@ -131,6 +132,9 @@ def _headers(stored: str) -> list[tuple[str, bytes]]:
     return list(found)
 
 
+LOCK_RETRY_SECONDS = 0.01
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -149,6 +153,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self.published_total = 0
+        self.lock_was_busy = False  # the last pass found the relay lock held elsewhere
 
     async def publish_pending(self) -> int:
         """Publish one batch of unpublished events; returns how many were published.
@@ -161,7 +166,8 @@ class OutboxRelay:
         """
         key = _relay_lock_key(self._schema)
         async with self._pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+            self.lock_was_busy = not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key)
+            if self.lock_was_busy:
                 return 0
             try:
                 published = await self._publish_locked(conn)
@@ -197,7 +203,13 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         async def one_pass() -> bool:
-            return await self.publish_pending() == self._batch_size
+            published = await self.publish_pending()
+            if self.lock_was_busy:
+                # The broker watch (or a re-drive) holds the lock, for up to a few hundred ms: try again soon.
+                # Waiting for the next NOTIFY or poll instead held back what was committed meanwhile.
+                await sleep_unless_stopped(stop, LOCK_RETRY_SECONDS)
+                return True
+            return published == self._batch_size
 
         await run_woken_passes(
             stop, one_pass, pool=lambda: self._pool, channel=notify_channel(self._schema),
