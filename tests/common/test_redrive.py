@@ -13,12 +13,15 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from support.helpers import effects, eventually
 from support.sample_service import EFFECTS, record_effect
 
+from common import broker_watch
+from common.aio import within
 from common.events import CloudEvent, EventType, new_event
 from common.kafka import committed_offsets
 from common.outbox import enqueue
@@ -215,6 +218,80 @@ async def test_a_broker_that_lost_nothing_is_not_suspected_when_transactions_com
         assert await producer.broker_watch.check_once() == []
         assert producer.broker_watch.redriven_total == 0
     finally:
+        await producer.stop()
+
+
+async def test_the_relay_keeps_publishing_while_the_watch_asks_the_broker(stack, isolation, monkeypatch):
+    # Asking the broker takes some hundreds of milliseconds every few seconds; holding the relay lock for it
+    # put that delay on every event published meanwhile.
+    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
+    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["absent"]))
+    await producer.start()
+    asking = broker_watch.records_at
+    published_meanwhile: list[CloudEvent] = []
+
+    async def publish_then_ask(*args: Any, **kwargs: Any) -> Any:
+        event = _one_per_topic(2)[0]
+        await _publish(producer, [event])  # waits for the relay to publish it
+        published_meanwhile.append(event)
+        return await asking(*args, **kwargs)
+
+    try:
+        await _publish(producer, _one_per_topic(1))
+        monkeypatch.setattr(broker_watch, "records_at", publish_then_ask)
+        assert await within(20, producer.broker_watch.check_once()) == []
+        assert len(published_meanwhile) == 1
+    finally:
+        await producer.stop()
+
+
+async def test_a_safe_point_never_covers_rows_published_after_the_watch_read_committed_offsets(
+    stack, isolation, monkeypatch
+):
+    # Committed offsets read just before the broker restarts are stale: the rows the relay publishes next land
+    # on low offsets of the new log, below them. Judged by those offsets alone they would count as consumed,
+    # and a later loss of them would never be re-driven.
+    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
+    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["sample"]))
+    consumer = _consumer(isolation, stack)
+    await producer.start()
+    await consumer.start()
+    reading = broker_watch.committed_offsets
+    newer: list[CloudEvent] = []
+
+    async def read_then_restart(*args: Any, **kwargs: Any) -> Any:
+        offsets = await reading(*args, **kwargs)
+        if not newer:
+            await consumer.stop()
+            _restart_broker(stack)
+            newer.extend(_one_per_topic(9, subject="incident-1"))
+            await _publish(producer, newer)  # offset 0 of each topic's partition again
+        return offsets
+
+    try:
+        consumed = [e for batch in range(3) for e in _one_per_topic(batch, subject="incident-1")]
+        await _publish(producer, consumed)  # offsets 0, 1, 2 of one partition per topic
+        await _effects_of(stack, isolation, consumed)
+
+        async def all_committed() -> bool:
+            return await _committed(stack, isolation, "sample") == len(consumed)
+
+        await eventually(all_committed, what="the consumer to commit past every event")
+        monkeypatch.setattr(broker_watch, "committed_offsets", read_then_restart)
+        assert await producer.broker_watch.check_once() == []
+        assert newer
+        conn = await asyncpg.connect(stack.admin_dsn)
+        try:
+            unsafe = await conn.fetchval(
+                f"SELECT count(*) FROM {isolation}_producer.outbox o LEFT JOIN {isolation}_producer.outbox_safe_point"  # noqa: S608
+                " s USING (topic) WHERE o.event_id = ANY($1::text[]) AND o.id > coalesce(s.safe_id, 0)",
+                [e.id for e in newer],
+            )
+        finally:
+            await conn.close()
+        assert unsafe == len(newer)
+    finally:
+        await consumer.stop()
         await producer.stop()
 
 

@@ -73,6 +73,7 @@ async def records_at(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, auto_offset_reset="none", enable_auto_commit=False,
         request_timeout_ms=REQUEST_TIMEOUT_MS, max_partition_fetch_bytes=65536,
+        fetch_max_wait_ms=10,  # Tansu answers a fetch only when its max wait has passed (aiokafka's default: 500)
     )
     await consumer.start()
     try:
