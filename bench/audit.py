@@ -233,13 +233,13 @@ async def kafka_append(
     With `cpu`, the CPU spent inside the clock is measured too."""
     try:
         from audit.config import AuditSettings
-        from audit.main import tune_gc
         from audit.store import load_records, raw_handlers
         from audit.store import schools as schools_of
     except ImportError:
         return None
 
     from common.db import load_migrations
+    from common.http import tune_gc
     from common.runtime import Runtime, ServiceSpec
 
     name = "a" + uuid.uuid4().hex[:8]
@@ -248,10 +248,10 @@ async def kafka_append(
     runtime = Runtime(ServiceSpec(settings, load_migrations("audit.migrations"), raw_handlers=raw_handlers()))
     topic = runtime.topics.physical(Topic.INCIDENTS_REPORTED.value)
     await runtime.start()
-    # This process stands in for the audit service's, which tunes its collector once built (audit.main.run);
+    # This process stands in for the audit service's, which tunes its collector once started (common.http.serve);
     # undone at the end, for the benchmarks that run after this one in the same process.
     gc_threshold = gc.get_threshold()
-    tune_gc(settings)
+    tune_gc(settings.gc_gen0_threshold)
 
     async def wait_for(count: int, deadline: float) -> None:
         while True:

@@ -81,8 +81,12 @@ def _intake_app(admin_dsn: str, bootstrap: str, name: str) -> Any:
 def _serve(argv: list[str]) -> None:
     import uvicorn
 
+    from common.http import tune_gc_once_started
+    from common.settings import ServiceSettings
+
     kind, port = argv[0], int(argv[1])
     app = _bare_app() if kind == "bare" else _intake_app(argv[2], argv[3], argv[4])
+    tune_gc_once_started(app, ServiceSettings().gc_gen0_threshold)  # as common.http.serve does
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, server_header=False)
 
 

@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from common.db import Connection
 from common.events import CloudEvent, new_event
+from common.http import tune_gc
 from common.outbox import enqueue
 from common.runtime import Runtime, ServiceSpec
 from common.settings import ServiceSettings
@@ -373,6 +374,7 @@ async def _serve(kind: str, admin_dsn: str, bootstrap: str, name: str) -> None:
     """The service process: run until stdin closes."""
     runtime = _runtime(kind, admin_dsn, bootstrap, name)
     await runtime.start()
+    tune_gc(runtime.settings.gc_gen0_threshold)  # as common.http.serve does for a service process once started
     try:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.buffer.read)

@@ -6,19 +6,15 @@ is exactly json.dumps with the canonical options; and the audit process's collec
 from __future__ import annotations
 
 import copy
-import gc
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
-from pydantic import ValidationError
 from support.helpers import eventually, produce
 
 from audit.chain import canonical_json, format_recorded_at, verify_chain
-from audit.config import AuditSettings
-from audit.main import tune_gc
 from audit.projection import apply, fold, incident_id_of, rebuild
 from audit.replay import live_states, rebuilt_states
 from audit.store import load_records, store_deliveries
@@ -142,20 +138,6 @@ def test_recorded_at_is_formatted_the_same_whether_or_not_it_was_just_formatted(
         "2026-01-12T09:00:01.000005Z", "2026-01-12T09:00:01.000005Z", "2026-01-12T09:00:01.000005Z",
         "2026-01-12T09:00:02.000000Z",
     ]
-
-
-def test_the_audit_process_collects_its_youngest_generation_less_often() -> None:
-    with pytest.raises(ValidationError, match="gc_gen0_threshold"):
-        AuditSettings(gc_gen0_threshold=10)
-    before = gc.get_threshold()
-    settings = AuditSettings(gc_gen0_threshold=25_000)
-    try:
-        tune_gc(settings)
-        assert gc.get_threshold() == (25_000, before[1], before[2])
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
 
 
 @pytest.mark.parametrize("value", [

@@ -28,6 +28,14 @@ class ServiceSettings(BaseSettings):
     http_port: int = 8000
     log_format: str = Field(default="json", description="'json' or 'console'.")
     log_level: str = "info"
+    gc_gen0_threshold: int = Field(
+        default=10_000, ge=700,
+        description="The service process's cyclic GC collects its youngest generation after this many net container "
+        "allocations (CPython's default: 700). A consumer batch keeps thousands of containers alive while it is "
+        "handled, so with the default each batch paid for several collections and promoted its objects towards "
+        "full collections of the whole heap (audit: the collector took ~12% of the append clock; triage: "
+        "0.76 -> 0.57 ms of CPU per report once start-up's objects were frozen).",
+    )
     outbox_poll_seconds: float = 1.0
     outbox_retention_days: float = Field(
         default=7.0, description="How long published events stay in the outbox, ready to be re-driven."

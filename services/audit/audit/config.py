@@ -19,13 +19,6 @@ class AuditSettings(ServiceSettings):  # type: ignore[misc, unused-ignore]  # (m
         default="audit.online-safety.local",
         description="The log's name: the signed-note key name and, with '/<school>', each checkpoint's origin.",
     )
-    gc_gen0_threshold: int = Field(
-        default=10_000, ge=700,
-        description="The audit process's cyclic GC runs its youngest generation after this many net container "
-        "allocations (CPython's default: 700). A consumer batch keeps a few thousand containers alive while it "
-        "is appended, so with the default every batch paid for several collections and promoted its objects "
-        "towards full collections of the whole heap; at 10,000 those are rare (bench/audit.py).",
-    )
     checkpoint_interval_seconds: float = Field(default=60.0, gt=0)
     checkpoint_dir: Path = Field(
         default=Path("var/audit/checkpoints"),

@@ -3,8 +3,6 @@ serves verification, timelines, search, termly reports and replay checks."""
 
 from __future__ import annotations
 
-import gc
-
 from fastapi import FastAPI
 
 from audit.api.routes import router
@@ -35,18 +33,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     return app
 
 
-def tune_gc(settings: AuditSettings) -> None:
-    """Once the process is built: what exists now (modules, the app) is moved out of the collector's sight
-    (gc.freeze), and the youngest generation is collected less often (settings.gc_gen0_threshold). Cycles
-    are still collected; the process just spends less of each consumer batch doing it."""
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(settings.gc_gen0_threshold, gen1, gen2)
-
-
 def run() -> None:
     settings = AuditSettings()
     configure_logging(settings)
-    app = create_app(settings)
-    tune_gc(settings)
-    serve(app, settings)
+    serve(create_app(settings), settings)
