@@ -27,6 +27,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,
+    # A backend terminated while its connection sat idle in the pool leaves asyncpg consuming the server's
+    # FATAL message; the next statement on it fails with "cannot switch to state ...; another operation (2) is
+    # in progress". The connection is dead, and the pool discards it on release.
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.AdminShutdownError,

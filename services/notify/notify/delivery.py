@@ -212,7 +212,7 @@ class Deliverer:
             if isinstance(outcome, BaseException):
                 # Recording failed (database gone): the lease expires and the batch is sent again.
                 log.error("notify.record_failed", error=str(outcome) or type(outcome).__name__,
-                          notifications=len(batch.items))
+                          error_type=type(outcome).__qualname__, notifications=len(batch.items))
                 continue
             for name, n in outcome.items():
                 setattr(result, name, getattr(result, name) + n)
