@@ -13,16 +13,13 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from support.helpers import effects, eventually
 from support.sample_service import EFFECTS, record_effect
 
-from common import broker_watch
-from common.aio import within
-from common.events import CloudEvent, EventType, new_event
+from common.events import CloudEvent, new_event
 from common.kafka import committed_offsets
 from common.outbox import enqueue
 from common.runtime import Runtime, ServiceSpec
@@ -188,115 +185,6 @@ async def test_a_broker_that_lost_nothing_is_not_suspected_after_a_burst_of_batc
         assert producer.broker_watch.redriven_total == 0
     finally:
         await producer.stop()
-
-
-async def test_a_broker_that_lost_nothing_is_not_suspected_when_transactions_commit_out_of_id_order(stack, isolation):
-    # Outbox ids come from a sequence when a row is written, but transactions commit in their own order: a
-    # service handling events side by side (notify's deliveries) has a later id published before an earlier
-    # one still in flight. Judged by id order, the earlier one's higher offset looked like a log that began
-    # again, and every check re-drove the whole topic, over and over.
-    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
-    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["absent"]))
-    await producer.start()
-    try:
-
-        def delivered(n: int) -> CloudEvent:
-            return new_event(EventType.NOTIFICATION_DELIVERED, source="tests", subject="incident-1",
-                             schoolid="school-a", data={"n": n})
-
-        async with producer.pool.acquire() as slow, slow.transaction():
-            await enqueue(slow, [delivered(1)])  # the lower id, committed last
-            await _publish(producer, [delivered(2), delivered(3)])
-        await eventually(lambda: _backlog_empty(producer), what="the slow transaction's row to be published")
-        conn = await asyncpg.connect(stack.admin_dsn)
-        try:
-            rows = await conn.fetch(f'SELECT id, "offset" FROM {isolation}_producer.outbox ORDER BY id')  # noqa: S608
-        finally:
-            await conn.close()
-        assert rows[0]["offset"] > rows[1]["offset"]  # the situation itself: the lowest id has the highest offset
-
-        assert await producer.broker_watch.check_once() == []
-        assert producer.broker_watch.redriven_total == 0
-    finally:
-        await producer.stop()
-
-
-async def test_the_relay_keeps_publishing_while_the_watch_asks_the_broker(stack, isolation, monkeypatch):
-    # Asking the broker takes some hundreds of milliseconds every few seconds; holding the relay lock for it
-    # put that delay on every event published meanwhile.
-    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
-    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["absent"]))
-    await producer.start()
-    asking = broker_watch.records_at
-    published_meanwhile: list[CloudEvent] = []
-
-    async def publish_then_ask(*args: Any, **kwargs: Any) -> Any:
-        event = _one_per_topic(2)[0]
-        await _publish(producer, [event])  # waits for the relay to publish it
-        published_meanwhile.append(event)
-        return await asking(*args, **kwargs)
-
-    try:
-        await _publish(producer, _one_per_topic(1))
-        monkeypatch.setattr(broker_watch, "records_at", publish_then_ask)
-        assert await within(20, producer.broker_watch.check_once()) == []
-        assert len(published_meanwhile) == 1
-    finally:
-        await producer.stop()
-
-
-async def test_a_safe_point_never_covers_rows_published_after_the_watch_read_committed_offsets(
-    stack, isolation, monkeypatch
-):
-    # Committed offsets read just before the broker restarts are stale: the rows the relay publishes next land
-    # on low offsets of the new log, below them. Judged by those offsets alone they would count as consumed,
-    # and a later loss of them would never be re-driven.
-    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
-    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["sample"]))
-    consumer = _consumer(isolation, stack)
-    await producer.start()
-    await consumer.start()
-    reading = broker_watch.committed_offsets
-    newer: list[CloudEvent] = []
-
-    async def read_then_restart(*args: Any, **kwargs: Any) -> Any:
-        offsets = await reading(*args, **kwargs)
-        if not newer:
-            await consumer.stop()
-            _restart_broker(stack)
-            newer.extend(_one_per_topic(9, subject="incident-1"))
-            await _publish(producer, newer)  # offset 0 of each topic's partition again
-        return offsets
-
-    try:
-        consumed = [e for batch in range(3) for e in _one_per_topic(batch, subject="incident-1")]
-        await _publish(producer, consumed)  # offsets 0, 1, 2 of one partition per topic
-        await _effects_of(stack, isolation, consumed)
-
-        async def all_committed() -> bool:
-            return await _committed(stack, isolation, "sample") == len(consumed)
-
-        await eventually(all_committed, what="the consumer to commit past every event")
-        monkeypatch.setattr(broker_watch, "committed_offsets", read_then_restart)
-        assert await producer.broker_watch.check_once() == []
-        assert newer
-        conn = await asyncpg.connect(stack.admin_dsn)
-        try:
-            unsafe = await conn.fetchval(
-                f"SELECT count(*) FROM {isolation}_producer.outbox o LEFT JOIN {isolation}_producer.outbox_safe_point"  # noqa: S608
-                " s USING (topic) WHERE o.event_id = ANY($1::text[]) AND o.id > coalesce(s.safe_id, 0)",
-                [e.id for e in newer],
-            )
-        finally:
-            await conn.close()
-        assert unsafe == len(newer)
-    finally:
-        await consumer.stop()
-        await producer.stop()
-
-
-async def _backlog_empty(producer: Runtime) -> bool:
-    return await producer.relay.backlog() == 0
 
 
 async def test_a_consumer_whose_offsets_vanished_reads_everything_again_and_processes_nothing_twice(stack, isolation):

@@ -22,13 +22,14 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 import structlog
 from aiokafka import TopicPartition
 
 from common.aio import cancelled_from_inside, sleep_unless_stopped, within
+from common.db import Connection
 from common.kafka import committed_offsets, records_at, topic_partitions
 from common.outbox import relay_lock
 from common.redrive import mark_after_safe_points
@@ -43,16 +44,12 @@ _UNSAFE = (
     "FROM outbox o LEFT JOIN outbox_safe_point s ON s.topic = o.topic "
     "WHERE o.published_at IS NOT NULL AND o.partition IS NOT NULL AND o.id > coalesce(s.safe_id, 0) "
 )
-# Per partition, the offsets the broker gave our rows rise in the order the relay published them. That is
-# publication time, then id within one relay pass, not id alone: ids are taken when a row is written, and a
-# transaction holding a lower id may commit (and be published) after a higher one. Relay passes are
-# serialised by the relay lock and each stamps its rows with its own transaction's start, so the stamps
-# rise from pass to pass. An offset that does not rise means the log began again under our rows: rows
-# published after a broker restart can land on the very offsets of lost ones. (A wall clock stepped back
-# could only cause a needless re-drive, which consumers' inboxes absorb.)
+# The relay publishes in id order, so per partition the offsets the broker gave our rows rise with their ids
+# (re-driven rows are published again in id order too). An offset that does not rise means the log began
+# again under them: rows published after a broker restart can land on the very offsets of lost ones.
 _LOG_BEGAN_AGAIN = (
     "SELECT DISTINCT topic FROM (SELECT o.topic, o.\"offset\", "  # noqa: S608 - constant SQL
-    'lag(o."offset") OVER (PARTITION BY o.topic, o.partition ORDER BY o.published_at, o.id) AS previous '
+    'lag(o."offset") OVER (PARTITION BY o.topic, o.partition ORDER BY o.id) AS previous '
     + _UNSAFE + ") AS x WHERE \"offset\" <= previous"
 )
 # Per topic and partition, the last row not yet known safe: the broker must still hold it where it said.
@@ -62,13 +59,12 @@ _LAST_UNSAFE = (
 )
 
 # The safe point stops just before the first row that some consumer has not committed past ($2, per
-# partition) or that was published after $3, or at the last row if there is none; it never moves back.
+# partition), or at the last row if there is none; it never moves back.
 _ADVANCE = (
     "INSERT INTO outbox_safe_point (topic, safe_id) "
     "SELECT $1, coalesce(first_unsafe - 1, last_id) FROM ("
     " SELECT min(o.id) FILTER (WHERE o.published_at IS NULL OR o.partition IS NULL"
-    '  OR o."offset" >= coalesce(($2::bigint[])[o.partition + 1], 0) OR o.published_at > $3)'
-    " AS first_unsafe, max(o.id) AS last_id"
+    '  OR o."offset" >= coalesce(($2::bigint[])[o.partition + 1], 0)) AS first_unsafe, max(o.id) AS last_id'
     " FROM outbox o WHERE o.topic = $1"
     " AND o.id > coalesce((SELECT safe_id FROM outbox_safe_point WHERE topic = $1), 0)) AS x "
     "WHERE coalesce(first_unsafe - 1, last_id) IS NOT NULL "
@@ -108,37 +104,31 @@ class BrokerWatch:
         self.redriven_total = 0
 
     async def check_once(self) -> list[Loss]:
-        """Compare the outbox with the broker once: re-drive what was lost, or move safe points on.
-
-        The comparison holds no lock, so the relay keeps publishing while the broker is asked (some hundreds of
-        milliseconds, every few seconds): a pass meanwhile only adds rows after those read. A re-drive waits
-        for the relay lock, and safe points move only over rows published before the comparison began.
-        """
-        async with self._pool().acquire() as conn:
+        """Compare the outbox with the broker once: re-drive what was lost, or move safe points on."""
+        async with self._pool().acquire() as conn, conn.transaction():
+            # Wait for a relay pass in progress (it may be stuck on a dead broker for a while), never skip.
+            await conn.execute(f"SET LOCAL lock_timeout = '{int(BROKER_TIMEOUT_SECONDS * 2)}s'")
+            await relay_lock(conn, self._schema)
             self.checks_total += 1
-            began_at = await conn.fetchval("SELECT clock_timestamp()")
             began_again = [r["topic"] for r in await conn.fetch(_LOG_BEGAN_AGAIN)]
             last = {
                 (r["topic"], r["partition"]): (r["offset"], bytes(r["value"])) for r in await conn.fetch(_LAST_UNSAFE)
             }
-        if not last:
-            return []
-        losses, partitions = await self._compare(last)
-        seen = {loss.topic for loss in losses}
-        losses += [Loss(t, "its offsets began again below ours") for t in began_again if t not in seen]
-        if losses:
-            async with self._pool().acquire() as conn, conn.transaction():
-                # Wait for a relay pass in progress (it may be stuck on a dead broker for a while), never skip.
-                await conn.execute(f"SET LOCAL lock_timeout = '{int(BROKER_TIMEOUT_SECONDS * 2)}s'")
-                await relay_lock(conn, self._schema)
+            if not last:
+                return []
+            losses, partitions = await self._compare(last)
+            seen = {loss.topic for loss in losses}
+            losses += [Loss(t, "its offsets began again below ours") for t in began_again if t not in seen]
+            if losses:
                 marked = await mark_after_safe_points(conn, [loss.topic for loss in losses])
-            self.losses_total += len(losses)
-            self.redriven_total += marked
-            log.warning(
-                "outbox.broker_lost_events", redriven=marked, topics={loss.topic: loss.reason for loss in losses},
-            )
-            return losses
-        await self._advance_safe_points(partitions, began_at)
+                self.losses_total += len(losses)
+                self.redriven_total += marked
+                log.warning(
+                    "outbox.broker_lost_events", redriven=marked,
+                    topics={loss.topic: loss.reason for loss in losses},
+                )
+                return losses
+            await self._advance_safe_points(conn, partitions)
         return []
 
     async def _compare(
@@ -169,10 +159,7 @@ class BrokerWatch:
         survivors = {self._topics.logical(t): ps for t, ps in partitions.items()}
         return list(losses.values()), {t: ps for t, ps in survivors.items() if t not in losses}
 
-    async def _advance_safe_points(self, partitions: dict[str, list[int]], published_by: datetime) -> None:
-        """Move each topic's safe point over the rows published by `published_by` that every consumer of the
-        topic has committed past. Later rows wait for the next check: the broker may have restarted after the
-        committed offsets were read, and a row it took since could sit below those stale offsets."""
+    async def _advance_safe_points(self, conn: Connection, partitions: dict[str, list[int]]) -> None:
         groups_of = {t: sorted(self._topics.physical(g) for g in self._consumer_groups(t)) for t in partitions}
         wanted: dict[str, list[TopicPartition]] = {}
         for topic, groups in groups_of.items():
@@ -184,16 +171,15 @@ class BrokerWatch:
             asyncio.gather(*(committed_offsets(self._bootstrap, g, tps) for g, tps in wanted.items())),
         )
         committed = dict(zip(wanted, found, strict=True))
-        async with self._pool().acquire() as conn:
-            for topic, groups in groups_of.items():
-                if not groups or not partitions[topic]:
-                    continue  # nobody is known to consume it: everything stays re-drivable
-                # Per partition, the offset every consumer of the topic has committed past (none: 0).
-                consumed = [
-                    min((committed[g].get(TopicPartition(self._topics.physical(topic), p)) or 0) for g in groups)
-                    for p in range(max(partitions[topic]) + 1)
-                ]
-                await conn.execute(_ADVANCE, topic, consumed, published_by)
+        for topic, groups in groups_of.items():
+            if not groups or not partitions[topic]:
+                continue  # nobody is known to consume it: everything stays re-drivable
+            # Per partition, the offset every consumer of the topic has committed past (none: 0).
+            consumed = [
+                min((committed[g].get(TopicPartition(self._topics.physical(topic), p)) or 0) for g in groups)
+                for p in range(max(partitions[topic]) + 1)
+            ]
+            await conn.execute(_ADVANCE, topic, consumed)
 
     async def purge_expired(self) -> int:
         """Forget published rows older than the retention period: they can no longer be re-driven."""
