@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bench import audit, backbone, e2e, intake, notify, triage
+from bench.proc import load_average
 
 # The benchmarks run on the same embedded servers as the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "_lib"))
@@ -58,7 +59,7 @@ async def main() -> list[tuple[str, str, str]]:
 if __name__ == "__main__":
     rows = asyncio.run(main())
     print(f"machine: {machine()}; {N:,} events of ~400 bytes; load average at the end: "
-          f"{Path('/proc/loadavg').read_text().strip()}\n")
+          f"{load_average()}\n")
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     header = ("area", "measure", "result")
     widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]

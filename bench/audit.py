@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from audit.chain import AuditRecord, ChainHead, next_record, record_event, verify_chain
 from audit.merkle import MerkleTree, verify_consistency, verify_inclusion
+from bench.proc import load_average, tree_cpu
 from common.events import CloudEvent, new_event
 from common.topics import EventType, Topic
 
@@ -151,30 +152,8 @@ class CpuMeter:
         self.spent: dict[str, float] = {}
         self.notes: list[str] = []
 
-    @staticmethod
-    def _tree_cpu(root: int) -> float:
-        tick = os.sysconf("SC_CLK_TCK")
-        children: dict[int, list[int]] = {}
-        cpu: dict[int, float] = {}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # the process ended meanwhile
-            pid = int(entry.name)
-            children.setdefault(int(fields[1]), []).append(pid)
-            cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
-        total, todo = 0.0, [root]
-        while todo:
-            pid = todo.pop()
-            total += cpu.get(pid, 0.0)
-            todo.extend(children.get(pid, []))
-        return total
-
     def _now(self) -> dict[str, float]:
-        return {"bench (audit) process": time.process_time(), **{k: self._tree_cpu(p) for k, p in self.servers.items()}}
+        return {"bench (audit) process": time.process_time(), **{k: tree_cpu(p) for k, p in self.servers.items()}}
 
     def start(self) -> None:
         self._start = self._now()
@@ -329,7 +308,7 @@ async def _append_only(n: int, inline: bool) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "_lib"))
     from support.stack import start_embedded
 
-    before = Path("/proc/loadavg").read_text().strip()
+    before = load_average()
     stack = start_embedded()
     assert stack._pg is not None and stack._broker is not None
     cpu = CpuMeter({"PostgreSQL": stack._pg.pid, "broker": stack._broker.pid})
@@ -337,7 +316,7 @@ async def _append_only(n: int, inline: bool) -> None:
         rate = await kafka_append(stack.admin_dsn, stack.bootstrap, n, cpu=cpu, separate_producer=not inline)
     finally:
         stack.stop()
-    after = Path("/proc/loadavg").read_text().strip()
+    after = load_average()
     producer = "producer in the bench process" if inline else "producer in its own process"
     print(f"audit | events appended from Kafka into the chain ({n:,}; {producer}) | {rate:,.0f} events/s"
           f" | load average before: {before}; after: {after}")

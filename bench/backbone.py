@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.proc import load_average, tree_cpu
 from common.db import Connection, Migration
 from common.events import CloudEvent, new_event
 from common.outbox import enqueue
@@ -128,26 +129,6 @@ async def steady_hop(
     return took[len(took) // 2] * 1000, took[int(len(took) * 0.99)] * 1000, len(took), used
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its reaped children (utime, stime, cutime, cstime), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def _tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its live children (PostgreSQL's backends)."""
-    total = _cpu_seconds(pid)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[1]) == pid:
-                    total += _cpu_seconds(int(entry.name))
-            except (OSError, ValueError):
-                continue  # gone meanwhile
-    return total
-
-
 async def _measured(n: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "_lib"))
     from support.stack import start_embedded  # noqa: PLC0415 - the tests' servers, only when run alone
@@ -159,9 +140,9 @@ async def _measured(n: int) -> None:
         ceiling = await bare_kafka(stack.bootstrap, n) if os.environ.get("BENCH_CEILING", "1") != "0" else 0.0
         print(f"bare aiokafka produce -> consume: {ceiling:,.0f} events/s")
         if n:
-            before = {k: _tree_cpu_seconds(p) for k, p in pids.items()} | {"bench (python)": time.process_time()}
+            before = {k: tree_cpu(p) for k, p in pids.items()} | {"bench (python)": time.process_time()}
             rate = await outbox_to_effect(stack.admin_dsn, stack.bootstrap, n)
-            after = {k: _tree_cpu_seconds(p) for k, p in pids.items()} | {"bench (python)": time.process_time()}
+            after = {k: tree_cpu(p) for k, p in pids.items()} | {"bench (python)": time.process_time()}
             print(f"outbox -> relay -> broker -> inbox -> effect: {rate:,.0f} events/s "
                   f"({rate / (ceiling or rate):.0%})")
             for k in after:  # includes the 3 s join wait and shutdown: an upper bound per event
@@ -170,7 +151,7 @@ async def _measured(n: int) -> None:
         seconds = float(os.environ.get("BENCH_STEADY_SECONDS", "10"))
         p50, p99, got, used = await steady_hop(
             stack.admin_dsn, stack.bootstrap, steady_rate, seconds,
-            lambda: {k: _tree_cpu_seconds(p) for k, p in pids.items()} | {"bench (python)": time.process_time()},
+            lambda: {k: tree_cpu(p) for k, p in pids.items()} | {"bench (python)": time.process_time()},
         )
         print(f"one hop at {steady_rate:.0f} events/s for {seconds:.0f} s: {got} events, "
               f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
@@ -178,7 +159,7 @@ async def _measured(n: int) -> None:
             print(f"  CPU {k}: {seconds_used * 1e6 / got:.0f} us/event")
     finally:
         stack.stop()
-    print(f"load average: {Path('/proc/loadavg').read_text().strip()}")
+    print(f"load average: {load_average()}")
 
 
 if __name__ == "__main__":

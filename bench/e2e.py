@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import Connection
+from bench.proc import argv, snapshot, tree_cpu
 from bench.triage import Figures, pct, report
 from devstack.ports import free_port
 from devstack.runfiles import wait_ready
@@ -61,32 +62,16 @@ def _start(var: Path, ports: dict[str, int]) -> subprocess.Popen[bytes]:
                             start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _process(pid: int) -> tuple[int, list[str], float] | None:
-    """A process's parent, argv and CPU seconds so far (user + system); None once it is gone."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return int(fields[1]), [a.decode(errors="replace") for a in argv if a], cpu
-
-
 def _cpu_seconds(devstack: int) -> dict[str, float]:
-    """CPU seconds used so far by each part of the stack that `devstack` started: a service by its module,
-    the broker, the SMTP sink, PostgreSQL with every backend and worker under it."""
-    processes = {int(e.name): p for e in Path("/proc").iterdir() if e.name.isdigit() and (p := _process(int(e.name)))}
-    parts: dict[int, str] = {}
-    for pid, (ppid, argv, _) in processes.items():
-        if ppid == devstack and argv:
-            module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else None
-            parts[pid] = module.removeprefix("devstack.") if module else Path(argv[0]).name
-    for pid, (ppid, _, _) in processes.items():
-        if ppid in parts and parts[ppid] == "postgres":
-            parts[pid] = "postgres"
+    """CPU seconds used so far by each part of the stack that `devstack` started: a service by its module, the
+    broker, the SMTP sink, PostgreSQL with every backend and worker under it (bench.proc.tree_cpu)."""
+    processes = snapshot()
     used: dict[str, float] = {}
-    for pid, part in parts.items():
-        used[part] = used.get(part, 0.0) + processes[pid][2]
+    for child in (p for p in processes.values() if p.ppid == devstack):
+        words = argv(child.pid)
+        module = words[words.index("-m") + 1] if "-m" in words[:-1] else None
+        part = module.removeprefix("devstack.") if module else child.name
+        used[part] = used.get(part, 0.0) + tree_cpu(child.pid, processes)
     return used
 
 

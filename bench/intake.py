@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from bench.loadgen import Load, closed_loop, steady_rate
+from bench.proc import load_average, tree_cpu
 from common.incident import IncidentReport  # module level: FastAPI resolves the annotation from here
 
 KEY = "osk_bench-key-for-school-a-000000000000000000"
@@ -96,29 +97,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _tree_cpu(root: int) -> float:
-    """CPU seconds (user + system) of a process and all its descendants, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    cpu: dict[int, float] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended meanwhile
-        pid = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += cpu.get(pid, 0.0)
-        todo.extend(children.get(pid, []))
-    return total
-
-
 def _runqueue_wait(pid: int) -> float:
     """Seconds the process's threads spent ready to run but waiting for a CPU (/proc/<pid>/task/*/schedstat)."""
     total = 0
@@ -150,7 +128,7 @@ class CpuWindow:
         self.waited = _runqueue_wait(next(iter(self.pids.values()))) - self._waited
 
     def _now(self) -> dict[str, float]:
-        return {**{k: _tree_cpu(p) for k, p in self.pids.items()}, "load generator": time.process_time()}
+        return {**{k: tree_cpu(p) for k, p in self.pids.items()}, "load generator": time.process_time()}
 
     def server_seconds(self, answered: int) -> float:
         """CPU seconds the server process (the first one named) spent per answer."""
@@ -358,8 +336,8 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
         _serve(sys.argv[2:])
     else:
-        before = Path("/proc/loadavg").read_text().strip()
+        before = load_average()
         table = asyncio.run(_alone())
-        print(f"load average before: {before}; after: {Path('/proc/loadavg').read_text().strip()}")
+        print(f"load average before: {before}; after: {load_average()}")
         for _, measure, result in table:
             print(f"{measure:<70} {result}")

@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bench.proc import below_cpu, load_average
 from bench.triage import Figures, pct
 from common.contracts import (
     ChannelAddress,
@@ -113,33 +114,6 @@ def webhook_server(arrivals: Arrivals) -> ThreadingHTTPServer:
     return server
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _children_cpu_seconds() -> float:
-    """CPU (user + system, their reaped children included) of every process descended from this one."""
-    me, parent, cpu = os.getpid(), {}, {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # gone since the listing
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        parent[int(entry.name)] = int(fields[1])
-        cpu[int(entry.name)] = sum(int(f) for f in fields[11:15]) / _TICK
-
-    def descends(pid: int) -> bool:
-        while pid > 1:
-            pid = parent.get(pid, 0)
-            if pid == me:
-                return True
-        return False
-
-    return sum(c for pid, c in cpu.items() if descends(pid))
-
-
 @dataclass
 class CpuUse:
     """CPU seconds spent over a phase: `notify` is the bench's main thread, `servers` its child processes."""
@@ -149,7 +123,7 @@ class CpuUse:
 
     @classmethod
     def now(cls) -> CpuUse:
-        return cls(time.thread_time(), _children_cpu_seconds())
+        return cls(time.thread_time(), below_cpu(os.getpid()))
 
     def since(self, start: CpuUse) -> CpuUse:
         return CpuUse(self.notify - start.notify, self.servers - start.servers)
@@ -347,8 +321,8 @@ async def _alone() -> list[tuple[str, str, str]]:
 
 
 if __name__ == "__main__":
-    before = Path("/proc/loadavg").read_text().strip()
+    before = load_average()
     table = asyncio.run(_alone())
-    print(f"load average before: {before}; after: {Path('/proc/loadavg').read_text().strip()}")
+    print(f"load average before: {before}; after: {load_average()}")
     for _, measure, result in table:
         print(f"{measure:<75} {result}")

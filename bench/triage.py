@@ -35,6 +35,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.proc import below_cpu, load_average, process, snapshot
 from common.db import Connection
 from common.events import CloudEvent, new_event
 from common.http import tune_gc
@@ -73,35 +74,10 @@ def reported(i: int) -> CloudEvent:
     )
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
 def _children_cpu_seconds() -> tuple[float, float]:
-    """CPU (user + system, their reaped children included) of every process descended from this one, and of the
-    broker's among them."""
-    me, parent, cpu, broker = os.getpid(), {}, {}, set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            name, fields = (entry / "stat").read_text().rsplit(")", 1)
-        except OSError:  # gone since the listing
-            continue
-        values = fields.split()
-        parent[int(entry.name)] = int(values[1])
-        cpu[int(entry.name)] = sum(int(f) for f in values[11:15]) / _TICK
-        if name.endswith("(tansu"):
-            broker.add(int(entry.name))
-
-    def descends(pid: int) -> bool:
-        while pid > 1:
-            pid = parent.get(pid, 0)
-            if pid == me:
-                return True
-        return False
-
-    mine = {pid: c for pid, c in cpu.items() if descends(pid)}
-    return sum(mine.values()), sum(c for pid, c in mine.items() if pid in broker)
+    """CPU of every process descended from this one, and of the broker's among them."""
+    processes = snapshot()
+    return below_cpu(os.getpid(), processes), below_cpu(os.getpid(), processes, name="tansu")
 
 
 @dataclass(frozen=True)
@@ -283,11 +259,6 @@ async def steady(producer: AIOKafkaProducer, topic: str, outputs: Outputs, event
 Measure = Callable[[AIOKafkaProducer, str, Outputs], Awaitable[Figures]]
 
 
-def _process_cpu_seconds(pid: int) -> float:
-    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:13]) / _TICK
-
-
 class ServiceProcess:
     """The service under test in a process of its own (as it runs in production), so that neither its CPU nor its
     event loop is shared with the bench's producer and reader. Its log goes to a file; warnings are shown."""
@@ -323,7 +294,9 @@ class ServiceProcess:
 
     def cpu_seconds(self) -> float:
         assert self._process is not None
-        return _process_cpu_seconds(self._process.pid)
+        found = process(self._process.pid)
+        assert found is not None, "the service under test has gone"
+        return found.cpu
 
 
 async def run_pipeline(bootstrap: str, prefix: str, service: ServiceProcess, outputs: list[str], required: int,
@@ -471,8 +444,8 @@ async def _alone() -> list[tuple[str, str, str]]:
 if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
     asyncio.run(_serve(*sys.argv[2:6]))
 elif __name__ == "__main__":
-    before = Path("/proc/loadavg").read_text().strip()
+    before = load_average()
     table = asyncio.run(_alone())
-    print(f"load average before: {before}; after: {Path('/proc/loadavg').read_text().strip()}")
+    print(f"load average before: {before}; after: {load_average()}")
     for _, measure, result in table:
         print(f"{measure:<80} {result}")

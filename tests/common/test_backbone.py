@@ -176,8 +176,8 @@ async def test_a_service_stopped_while_its_consumer_joins_the_group_stops_at_onc
 
 
 async def test_the_relay_lets_go_of_its_lock_after_every_pass_failed_or_not(stack, isolation):
-    """The relay holds the relay lock (a session lock) only for a pass: after a pass that failed on a dead
-    broker, and after one that published, another session can take it (the broker watch must)."""
+    """The relay holds the relay lock only for a pass: after a pass that failed on a dead broker, and after one
+    that published, another session can take it (the broker watch must)."""
     settings = settings_for(isolation, stack.admin_dsn, stack.bootstrap)
     runtime = sample_runtime(settings)
     await runtime.start()  # migrates the schema

@@ -54,8 +54,8 @@ def _relay_lock_key(schema: str) -> str:
 
 async def relay_lock(conn: Connection, schema: str) -> None:
     """The lock held by whoever publishes or re-drives this schema's outbox, for the caller's transaction,
-    waited for (bounded by the transaction's lock_timeout). The relay holds the same lock (a session-level
-    hold of the same key, which conflicts with this one) for each publishing pass."""
+    waited for (bounded by the transaction's lock_timeout). The relay holds the same lock for each publishing
+    pass's transaction."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _relay_lock_key(schema))
 
 
