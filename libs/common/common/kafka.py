@@ -67,8 +67,15 @@ async def records_at(
 
     Reading the record itself, rather than comparing log-end offsets, is deliberate: Tansu answers a
     ListOffsets(latest) with the last batch's base offset + 1, below the true end of the log.
+
+    The partitions are assigned once and each is paused once it is answered. Re-assigning them on every
+    round made aiokafka's fetcher cancel its in-flight fetch and wait for it; a `stop()` landing in that
+    wait had its cancellation swallowed (the fetch task catches CancelledError), and the close then hung
+    until the caller's timeout (seen: 12 s, failing the broker watch's whole check).
     """
     found: dict[TopicPartition, bytes | None] = dict.fromkeys(positions)
+    if not positions:
+        return found
     pending = set(positions)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, auto_offset_reset="none", enable_auto_commit=False,
@@ -76,19 +83,22 @@ async def records_at(
     )
     await consumer.start()
     try:
+        consumer.assign(sorted(positions))
+        for tp, offset in positions.items():
+            consumer.seek(tp, offset)
         deadline = asyncio.get_running_loop().time() + wait_seconds
-        while pending and (left := deadline - asyncio.get_running_loop().time()) > 0:
-            consumer.assign(sorted(pending))
-            for tp in pending:
-                consumer.seek(tp, positions[tp])
+        while pending and (left := deadline - asyncio.get_running_loop().time()) > 0.01:
             try:
-                batch = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
+                batch = await consumer.getmany(*pending, timeout_ms=int(min(left, 0.5) * 1000))
             except OffsetOutOfRangeError as exc:  # the log ends before that offset: nothing there
-                pending -= set(exc.args[0]) if exc.args and isinstance(exc.args[0], dict) else set()
+                beyond = set(exc.args[0]) if exc.args and isinstance(exc.args[0], dict) else set()
+                consumer.pause(*beyond)
+                pending -= beyond
                 continue
             for tp, records in batch.items():
                 at = [r for r in records if r.offset == positions[tp]]
                 found[tp] = at[0].value if at else None
+                consumer.pause(tp)
                 pending.discard(tp)
     finally:
         await consumer.stop()
