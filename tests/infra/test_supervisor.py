@@ -155,8 +155,14 @@ def test_a_stale_pid_file_is_replaced_and_the_dead_supervisors_children_are_stop
 
 
 def test_a_second_supervisor_refuses_to_start_while_the_first_is_alive(tmp_path: Path) -> None:
-    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "devstack", "run"])
+    # Popen returns as soon as exec begins, before the kernel has set up the new command line (read then, it is
+    # empty); the child saying it is up means its command line is there to be read, as a real supervisor's is.
+    alive = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)", "devstack", "run"],
+        stdout=subprocess.PIPE, text=True,
+    )
     try:
+        assert alive.stdout is not None and alive.stdout.readline() == "up\n"
         (tmp_path / "devstack.pid").write_text(f"{alive.pid}\n")
         with pytest.raises(AlreadyRunning, match=f"pid {alive.pid}"):
             RunFiles(tmp_path).claim()
