@@ -20,7 +20,7 @@ from support.helpers import effects, eventually
 from support.sample_service import EFFECTS, record_effect
 
 from common.events import CloudEvent, new_event
-from common.kafka import committed_offsets, topic_partitions
+from common.kafka import committed_offsets, ensure_topics, topic_partitions
 from common.outbox import enqueue
 from common.runtime import Runtime, ServiceSpec
 from common.settings import ServiceSettings
@@ -75,7 +75,8 @@ async def _effects_of(stack, isolation: str, events: list[CloudEvent], producer:
     try:
         await eventually(all_there, timeout=60, what=f"the effects of {len(ids)} events")
     except AssertionError as exc:
-        missing = sorted(t for i, t in ids.items() if i not in await effects(stack.admin_dsn, f"{isolation}_sample"))
+        seen_effects = await effects(stack.admin_dsn, f"{isolation}_sample")
+        missing = sorted(t for i, t in ids.items() if i not in seen_effects)
         watch = producer.broker_watch if producer is not None else None
         seen = f"losses {watch.losses_total}, re-driven {watch.redriven_total}" if watch else ""
         held = await _end_offsets(stack, isolation)
@@ -289,5 +290,40 @@ async def _end_offsets(stack, isolation: str) -> int:
     await consumer.start()
     try:
         return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()
+
+
+async def test_a_consumer_whose_offsets_outlived_the_log_reads_the_new_log_from_its_start(stack, isolation):
+    # A batch fetched before a broker restart and committed after it leaves the group's offsets of the old log
+    # on the new, empty one. Tansu answers a fetch beyond the end with nothing (not OffsetOutOfRange), so the
+    # reset policy never fires: without the rewind, everything the new log holds below those offsets is skipped.
+    async with _Pipeline(stack, isolation) as pipeline:
+        before = _one_per_topic(1)
+        await _publish(pipeline.producer, before)
+        await _effects_of(stack, isolation, before)
+        await pipeline.consumer.stop()
+        _restart_broker(stack)
+        await _commit_for(stack, f"{isolation}.sample", [f"{isolation}.{t}" for t in TOPICS], offset=50)
+
+        pipeline.consumer = _consumer(isolation, stack)
+        await pipeline.consumer.start()
+        after = _one_per_topic(2)
+        await _publish(pipeline.producer, after)
+
+        await _effects_of(stack, isolation, before + after, pipeline.producer)
+        assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in before + after}
+        assert pipeline.consumer.consumer.rewound_total >= 1
+
+
+async def _commit_for(stack, group: str, topics: list[str], offset: int) -> None:
+    """Commit `offset` for `group` on every partition of `topics` (made with the services' 3 partitions)."""
+    await ensure_topics(stack.bootstrap, topics, 3)
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(3)]
+        consumer.assign(tps)
+        await consumer.commit(dict.fromkeys(tps, offset))
     finally:
         await consumer.stop()
