@@ -313,7 +313,7 @@ async def test_a_consumer_whose_offsets_outlived_the_log_reads_the_new_log_from_
 
         await _effects_of(stack, isolation, before + after, pipeline.producer)
         assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in before + after}
-        assert pipeline.consumer.consumer.rewound_total >= 1
+        assert pipeline.consumer.consumer.rewinder.rewound_total >= 1
 
 
 async def _commit_for(stack, group: str, topics: list[str], offset: int) -> None:

@@ -17,7 +17,6 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 import asyncpg
 import structlog
@@ -30,6 +29,7 @@ from common.events import CloudEvent, MalformedEvent, parse_event
 from common.kafka import ensure_topics
 from common.logging import event_context
 from common.outbox import enqueue_raw
+from common.rewind import Rewinder
 from common.topics import DLQ_SUFFIX, TopicNames, dead_letter_topic
 
 log = structlog.get_logger(__name__)
@@ -73,15 +73,6 @@ class BatchedRawHandler:
         await self.handle_batch([d], conn)
 
 
-def _partition_states(consumer: AIOKafkaConsumer) -> dict[TopicPartition, Any]:
-    """aiokafka's state (position, high watermark) of each assigned partition. Private: positions have no public
-    accessor that does not wait, and this is read after every poll."""
-    subscription = consumer._subscription.subscription  # noqa: SLF001
-    if subscription is None or subscription.assignment is None:
-        return {}
-    assignment = subscription.assignment
-    return {tp: assignment.state_value(tp) for tp in assignment.tps}
-
 
 class ConsumerRunner:
     def __init__(
@@ -109,11 +100,16 @@ class ConsumerRunner:
         self.dead_lettered_total = 0
         self.lag = 0
         self.assigned_partitions = 0
-        self.rewound_total = 0  # partitions re-read from the start because their log began again
-        self._rewinds_said: dict[TopicPartition, int] = {}
+        self.rewinder = Rewinder(bootstrap, group)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; a broker outage restarts the Kafka consumer with backoff."""
+        try:
+            await self._run(stop)
+        finally:
+            await self.rewinder.stop()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         backoff = 0.5
         while not stop.is_set():
             consumer: AIOKafkaConsumer | None = None
@@ -189,7 +185,9 @@ class ConsumerRunner:
                     # At once, not deferred: offsets held back across a broker restart were committed to the new,
                     # empty log above the events re-driven onto it, and those were skipped (make test's chaos run).
                     await self._commit(consumer, handled)
-                await self._rewind_where_the_log_began_again(consumer, done)
+                    self.rewinder.handled(batch)
+                for tp in await self.rewinder.after_poll(consumer):
+                    done.pop(tp, None)
                 self._measure(consumer, done)
         finally:
             self.assigned_partitions = 0  # not consuming: /metrics shows it rather than a lag of 0
@@ -202,45 +200,6 @@ class ConsumerRunner:
         offsets = {tp: offset for tp, offset in handled.items() if tp in assigned}
         if offsets:
             await consumer.commit(offsets)
-
-    async def _rewind_where_the_log_began_again(
-        self, consumer: AIOKafkaConsumer, done: dict[TopicPartition, int]
-    ) -> None:
-        """Re-read from the start any partition whose position is beyond the end of its log.
-
-        A broker that restarted empty begins every log again at 0, and an offset from the old log can outlive
-        it: in the consumer's memory, or committed onto the new broker by a batch fetched before the restart
-        (Tansu takes a commit from a member of a group generation it never saw). Tansu answers a fetch beyond
-        the end with nothing rather than OffsetOutOfRange, so the reset policy never fires and every event
-        the new log holds below that offset would be skipped for good (make test's chaos run: three reports
-        never triaged). The log's end comes with every fetch answer (the high watermark, which on Tansu is
-        exact, unlike ListOffsets); a position past it can only mean the log began again under us. The inbox
-        absorbs whatever is read twice."""
-        beyond = []
-        for tp, state in _partition_states(consumer).items():
-            if state.highwater is not None and state.has_valid_position and state.position > state.highwater:
-                # While the group settles after a restart the same stale offset can come back a few times
-                # (rejoins fetch the committed one): one warning per partition and offset is enough.
-                said = self._rewinds_said.get(tp) == state.position
-                (log.debug if said else log.warning)(
-                    "consumer.log_began_again", group=self._group, topic=tp.topic, partition=tp.partition,
-                    position=state.position, log_end=state.highwater,
-                )
-                self._rewinds_said[tp] = state.position
-                beyond.append(tp)
-                done.pop(tp, None)
-        if not beyond:
-            return
-        self.rewound_total += len(beyond)
-        await consumer.seek_to_beginning(*beyond)  # waits (at most the request timeout) for the new positions
-        # The stale offset may be the committed one: commit the start, or every rejoin of the group brings it
-        # back (seen: the same partition rewound a hundred times in the seconds after a broker restart).
-        states = _partition_states(consumer)
-        starts = {tp: states[tp].position for tp in beyond if tp in states and states[tp].has_valid_position}
-        try:
-            await self._commit(consumer, starts)
-        except KafkaError as exc:  # a rebalance under way: the next pass sees the partition again
-            log.warning("consumer.rewind_commit_failed", group=self._group, error=repr(exc))
 
     def _measure(self, consumer: AIOKafkaConsumer, done: dict[TopicPartition, int]) -> None:
         """Lag over every assigned partition (records the broker holds beyond what was handled)."""

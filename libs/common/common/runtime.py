@@ -124,7 +124,7 @@ class Runtime:
             "consumer_dead_lettered_total": self.consumer.dead_lettered_total if self.consumer else 0,
             "consumer_lag": self.consumer.lag if self.consumer else 0,
             "consumer_assigned_partitions": self.consumer.assigned_partitions if self.consumer else 0,
-            "consumer_rewound_partitions_total": self.consumer.rewound_total if self.consumer else 0,
+            "consumer_rewound_partitions_total": self.consumer.rewinder.rewound_total if self.consumer else 0,
             "outbox_redriven_total": self.broker_watch.redriven_total if self.broker_watch else 0,
             "broker_losses_detected_total": self.broker_watch.losses_total if self.broker_watch else 0,
             "broker_watch_checks_total": self.broker_watch.checks_total if self.broker_watch else 0,
