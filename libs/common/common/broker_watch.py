@@ -102,6 +102,8 @@ class BrokerWatch:
         self.check_failures_total = 0
         self.losses_total = 0
         self.redriven_total = 0
+        # How long checks have held the relay lock: the relay publishes nothing meanwhile.
+        self.lock_held_seconds_total = 0.0
 
     async def check_once(self) -> list[Loss]:
         """Compare the outbox with the broker once: re-drive what was lost, or move safe points on."""
@@ -109,26 +111,34 @@ class BrokerWatch:
             # Wait for a relay pass in progress (it may be stuck on a dead broker for a while), never skip.
             await conn.execute(f"SET LOCAL lock_timeout = '{int(BROKER_TIMEOUT_SECONDS * 2)}s'")
             await relay_lock(conn, self._schema)
-            self.checks_total += 1
-            began_again = [r["topic"] for r in await conn.fetch(_LOG_BEGAN_AGAIN)]
-            last = {
-                (r["topic"], r["partition"]): (r["offset"], bytes(r["value"])) for r in await conn.fetch(_LAST_UNSAFE)
-            }
-            if not last:
-                return []
-            losses, partitions = await self._compare(last)
-            seen = {loss.topic for loss in losses}
-            losses += [Loss(t, "its offsets began again below ours") for t in began_again if t not in seen]
-            if losses:
-                marked = await mark_after_safe_points(conn, [loss.topic for loss in losses])
-                self.losses_total += len(losses)
-                self.redriven_total += marked
-                log.warning(
-                    "outbox.broker_lost_events", redriven=marked,
-                    topics={loss.topic: loss.reason for loss in losses},
-                )
-                return losses
-            await self._advance_safe_points(conn, partitions)
+            locked_at = time.monotonic()
+            try:
+                return await self._check_locked(conn)
+            finally:
+                self.lock_held_seconds_total += time.monotonic() - locked_at
+
+    async def _check_locked(self, conn: Connection) -> list[Loss]:
+        """One comparison, holding the relay lock (in `conn`'s transaction)."""
+        self.checks_total += 1
+        began_again = [r["topic"] for r in await conn.fetch(_LOG_BEGAN_AGAIN)]
+        last = {
+            (r["topic"], r["partition"]): (r["offset"], bytes(r["value"])) for r in await conn.fetch(_LAST_UNSAFE)
+        }
+        if not last:
+            return []
+        losses, partitions = await self._compare(last)
+        seen = {loss.topic for loss in losses}
+        losses += [Loss(t, "its offsets began again below ours") for t in began_again if t not in seen]
+        if losses:
+            marked = await mark_after_safe_points(conn, [loss.topic for loss in losses])
+            self.losses_total += len(losses)
+            self.redriven_total += marked
+            log.warning(
+                "outbox.broker_lost_events", redriven=marked,
+                topics={loss.topic: loss.reason for loss in losses},
+            )
+            return losses
+        await self._advance_safe_points(conn, partitions)
         return []
 
     async def _compare(

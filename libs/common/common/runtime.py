@@ -129,6 +129,9 @@ class Runtime:
             "broker_losses_detected_total": self.broker_watch.losses_total if self.broker_watch else 0,
             "broker_watch_checks_total": self.broker_watch.checks_total if self.broker_watch else 0,
             "broker_watch_failures_total": self.broker_watch.check_failures_total if self.broker_watch else 0,
+            "broker_watch_lock_held_seconds_total": (
+                self.broker_watch.lock_held_seconds_total if self.broker_watch else 0.0
+            ),
         }
 
     @asynccontextmanager
