@@ -184,7 +184,7 @@ async def test_a_broker_that_lost_nothing_is_not_suspected_after_a_burst_of_batc
         assert await _end_offsets(stack, isolation) <= len(burst)
         assert producer.broker_watch.losses_total == 0
         assert producer.broker_watch.redriven_total == 0
-        assert 0 < producer.metrics()["broker_watch_lock_held_seconds_total"]  # how long the relay was kept waiting
+        assert producer.metrics()["broker_watch_lock_held_seconds_total"] > 0  # how long the relay was kept waiting
     finally:
         await producer.stop()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -33,60 +35,54 @@ async def _read(consumer: AIOKafkaConsumer, rewinder: Rewinder, want: set[bytes]
     return seen
 
 
-async def test_a_log_that_began_again_and_grew_past_the_old_position_is_read_from_its_start(stack, isolation):
-    # The new log is longer than the old position, so "position past the end" never shows: only reading back
-    # the record last handled tells that the log is another one.
+@asynccontextmanager
+async def _a_consumer_that_read_the_old_log(
+    stack, isolation: str, old: list[bytes], read_back_seconds: float
+) -> AsyncIterator[tuple[AIOKafkaConsumer, Rewinder, TopicPartition]]:
+    """A group member assigned partition 0 of a fresh topic, having read `old` there; then the broker restarts
+    empty and the topic is made again."""
     topic = f"{isolation}.incidents.reported"
     tp = TopicPartition(topic, 0)
     await ensure_topics(stack.bootstrap, [topic], 1)
-    old = [b"old-%d" % i for i in range(5)]
     await _produce(stack.bootstrap, topic, old)
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=f"{isolation}.sample",
                                 enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=20)
     await consumer.start()
-    rewinder = Rewinder(stack.bootstrap, f"{isolation}.sample", read_back_seconds=0.2)
+    rewinder = Rewinder(stack.bootstrap, f"{isolation}.sample", read_back_seconds=read_back_seconds)
     try:
         consumer.assign([tp])
         assert await _read(consumer, rewinder, set(old), 20) == old
-
         stack.stop_broker()
         stack.start_broker()
         await ensure_topics(stack.bootstrap, [topic], 1)
-        new = [b"new-%d" % i for i in range(8)]
-        await _produce(stack.bootstrap, topic, new)  # offsets 0-7: past the consumer's position (5)
+        yield consumer, rewinder, tp
+    finally:
+        await rewinder.stop()
+        await consumer.stop()
+
+
+async def test_a_log_that_began_again_and_grew_past_the_old_position_is_read_from_its_start(stack, isolation):
+    # The new log is longer than the old position, so "position past the end" never shows: only reading back
+    # the record last handled tells that the log is another one.
+    old, new = [b"old-%d" % i for i in range(5)], [b"new-%d" % i for i in range(8)]
+    async with _a_consumer_that_read_the_old_log(stack, isolation, old, read_back_seconds=0.2) as (
+        consumer, rewinder, tp
+    ):
+        await _produce(stack.bootstrap, tp.topic, new)  # offsets 0-7: past the consumer's position (5)
 
         seen = await _read(consumer, rewinder, set(new), 30)
         assert set(new) <= set(seen), f"read only {seen}"
         assert rewinder.rewound_total == 1
         assert await consumer.committed(tp) is not None  # the start was committed over the stale offset
-    finally:
-        await rewinder.stop()
-        await consumer.stop()
 
 
 async def test_a_consumer_past_the_end_of_a_log_that_began_again_rewinds_at_once(stack, isolation):
-    topic = f"{isolation}.incidents.triaged"
-    tp = TopicPartition(topic, 0)
-    await ensure_topics(stack.bootstrap, [topic], 1)
-    old = [b"old-%d" % i for i in range(6)]
-    await _produce(stack.bootstrap, topic, old)
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=f"{isolation}.sample",
-                                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=20)
-    await consumer.start()
-    rewinder = Rewinder(stack.bootstrap, f"{isolation}.sample", read_back_seconds=3600.0)  # the watermark alone
-    try:
-        consumer.assign([tp])
-        assert await _read(consumer, rewinder, set(old), 20) == old
+    old, new = [b"old-%d" % i for i in range(6)], [b"new-%d" % i for i in range(2)]
+    # No read-back within the test: the high watermark alone.
+    async with _a_consumer_that_read_the_old_log(stack, isolation, old, read_back_seconds=3600.0) as (
+        consumer, rewinder, tp
+    ):
+        await _produce(stack.bootstrap, tp.topic, new)  # offsets 0-1: the consumer waits at 6
 
-        stack.stop_broker()
-        stack.start_broker()
-        await ensure_topics(stack.bootstrap, [topic], 1)
-        new = [b"new-%d" % i for i in range(2)]
-        await _produce(stack.bootstrap, topic, new)  # offsets 0-1: the consumer waits at 6
-
-        seen = await _read(consumer, rewinder, set(new), 30)
-        assert seen == new
+        assert await _read(consumer, rewinder, set(new), 30) == new
         assert rewinder.rewound_total == 1
-    finally:
-        await rewinder.stop()
-        await consumer.stop()
