@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, OffsetOutOfRangeError, TopicAlreadyExistsError
+from aiokafka.client import AIOKafkaClient, ConnectionGroup
+from aiokafka.conn import AIOKafkaConnection, CloseReason
+from aiokafka.errors import (
+    KafkaError,
+    NodeNotReadyError,
+    OffsetOutOfRangeError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+)
+from aiokafka.protocol.admin import CreateTopicsRequest
+from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.structs import RecordMetadata
 
 from common.aio import cancelled_from_inside
@@ -17,6 +29,7 @@ from common.aio import cancelled_from_inside
 log = structlog.get_logger(__name__)
 
 REQUEST_TIMEOUT_MS = 8000
+TOPIC_ALREADY_EXISTS = 36
 
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
@@ -121,11 +134,66 @@ async def committed_offsets(
         await consumer.stop()
 
 
+class CreateTopicsFirst:
+    """A producer client's `send`, changed so that no produce goes out on a connection before our topics were
+    created (or found to exist) on it.
+
+    aiokafka reconnects by itself and keeps its metadata, so after a broker restart its next produce reaches a
+    broker that has no such topic. Tansu 0.6.0 stores the records anyway, and when the topic is then created (a
+    service's CreateTopics, or any client's metadata request) it sets the partition's offset counter back to 0:
+    later records are acknowledged at offsets that already hold others, and a consumer reading on from the first
+    of two such batches never sees the second (make test's chaos run lost reports that way). A restarted broker
+    is always a new connection, and a connection reaches one broker process, so one CreateTopics per connection,
+    answered before the first produce on it, is enough.
+    """
+
+    def __init__(self, client: AIOKafkaClient, topics: Iterable[str], partitions: int) -> None:
+        self._client = client
+        self._send = client.send
+        # CreateTopics entries: name, partitions, replication factor, replica assignment, configs
+        self._topics: list[tuple[Any, ...]] = [(t, partitions, 1, [], []) for t in topics]
+        self._prepared: weakref.WeakSet[AIOKafkaConnection] = weakref.WeakSet()
+        self.connections_prepared = 0
+
+    @classmethod
+    def install(cls, producer: AIOKafkaProducer, topics: Iterable[str], partitions: int) -> CreateTopicsFirst:
+        guard = cls(producer.client, topics, partitions)
+        producer.client.send = guard
+        return guard
+
+    async def __call__(self, node_id: int, request: Any, *, group: ConnectionGroup = ConnectionGroup.DEFAULT) -> Any:
+        if not isinstance(request, ProduceRequest):
+            return await self._send(node_id, request, group=group)
+        conn = await self._client._get_conn(node_id, group=group)  # noqa: SLF001 - the one the produce will use
+        if conn is None:
+            raise NodeNotReadyError(f"node {node_id} is not ready for a produce request")
+        if conn not in self._prepared:
+            await self._create_topics(conn)
+            self._prepared.add(conn)
+            self.connections_prepared += 1
+        try:
+            return await conn.send(request, expect_response=request.required_acks != 0)
+        except TimeoutError as exc:  # as the client's own send: renew the connection next time
+            conn.close(reason=CloseReason.CONNECTION_TIMEOUT)
+            raise RequestTimedOutError() from exc
+
+    async def _create_topics(self, conn: AIOKafkaConnection) -> None:
+        response = await conn.send(CreateTopicsRequest(self._topics, REQUEST_TIMEOUT_MS, False))
+        codes = {entry[0]: entry[1] for entry in response.topic_errors}
+        failed = {t: code for t, code in codes.items() if code not in (0, TOPIC_ALREADY_EXISTS)}
+        if failed:  # not retriable: the batch fails, the relay starts a new producer and tries again
+            raise KafkaError(f"the broker did not create the topics to be produced to: {failed}")
+        created = sorted(t for t, code in codes.items() if code == 0)
+        if created:
+            log.info("kafka.topics_created", topics=len(created))
+
+
 class Publisher:
     """A plain producer (no idempotence: the embedded broker has no InitProducerId) started lazily.
 
     Any failure closes it; the next publish starts a fresh one and re-creates missing topics, so a
-    broker that restarted empty is healed without restarting the service.
+    broker that restarted empty is healed without restarting the service. A producer that reconnected by
+    itself creates them too, before its first produce on the new connection (`CreateTopicsFirst`).
     """
 
     def __init__(self, bootstrap: str, topic_names: list[str], partitions: int) -> None:
@@ -152,6 +220,7 @@ class Publisher:
                 except BaseException:
                     await producer.stop()
                     raise
+                CreateTopicsFirst.install(producer, self._topic_names, self._partitions)
                 self._producer = producer
             return self._producer
 
