@@ -189,6 +189,46 @@ async def test_a_broker_that_lost_nothing_is_not_suspected_after_a_burst_of_batc
         await producer.stop()
 
 
+async def test_a_safe_point_moves_only_over_events_published_before_the_broker_was_asked(stack, isolation):
+    # The broker watch asks the broker without holding the relay lock, so the relay publishes meanwhile. Offsets
+    # read during a check say nothing of events published after the outbox was read (they may be on a log that
+    # began again): even offsets far past them must not carry the safe point over them.
+    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
+    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["sample"]))
+    await producer.start()
+    try:
+        await _publish(producer, _one_per_topic(1))
+        before = await _outbox_ids(stack, isolation)
+        watch = producer.broker_watch
+        assert watch is not None
+        asked = watch._committed  # noqa: SLF001 - the step between reading the outbox and acting on it
+
+        async def published_meanwhile(partitions: dict[str, list[int]]) -> dict[str, list[int]]:
+            await _publish(producer, _one_per_topic(2))
+            return {topic: [10**9] * len(offsets) for topic, offsets in (await asked(partitions)).items()}
+
+        watch._committed = published_meanwhile  # type: ignore[method-assign]  # noqa: SLF001
+        assert await watch.check_once() == []
+        after = await _outbox_ids(stack, isolation)
+        assert len(after) == 2 * len(before)
+        conn = await asyncpg.connect(stack.admin_dsn)
+        try:
+            safe = await conn.fetchval(f"SELECT max(safe_id) FROM {isolation}_producer.outbox_safe_point")  # noqa: S608
+        finally:
+            await conn.close()
+        assert safe == max(before)  # over the first events, which every consumer has committed past; not beyond
+    finally:
+        await producer.stop()
+
+
+async def _outbox_ids(stack, isolation: str) -> list[int]:
+    conn = await asyncpg.connect(stack.admin_dsn)
+    try:
+        return [r["id"] for r in await conn.fetch(f"SELECT id FROM {isolation}_producer.outbox ORDER BY id")]  # noqa: S608
+    finally:
+        await conn.close()
+
+
 async def test_a_consumer_whose_offsets_vanished_reads_everything_again_and_processes_nothing_twice(stack, isolation):
     # A consumer that never runs ("absent") holds every safe point: all retained events are re-driven.
     async with _Pipeline(stack, isolation, consumers=("sample", "absent")) as pipeline:

@@ -57,20 +57,34 @@ _LAST_UNSAFE = (
     'SELECT DISTINCT ON (o.topic, o.partition) o.topic, o.partition, o."offset", o.value '  # noqa: S608
     + _UNSAFE + "ORDER BY o.topic, o.partition, o.id DESC"
 )
+# The last row up to which every row was published when the outbox was read: a safe point may move only that far.
+_PUBLISHED_UP_TO = (
+    "SELECT coalesce((SELECT min(id) - 1 FROM outbox WHERE published_at IS NULL OR partition IS NULL),"
+    " (SELECT max(id) FROM outbox), 0)"
+)
 
 # The safe point stops just before the first row that some consumer has not committed past ($2, per
-# partition), or at the last row if there is none; it never moves back.
+# partition), or at the last row if there is none, and never beyond row $3; it never moves back.
 _ADVANCE = (
     "INSERT INTO outbox_safe_point (topic, safe_id) "
     "SELECT $1, coalesce(first_unsafe - 1, last_id) FROM ("
     " SELECT min(o.id) FILTER (WHERE o.published_at IS NULL OR o.partition IS NULL"
     '  OR o."offset" >= coalesce(($2::bigint[])[o.partition + 1], 0)) AS first_unsafe, max(o.id) AS last_id'
-    " FROM outbox o WHERE o.topic = $1"
+    " FROM outbox o WHERE o.topic = $1 AND o.id <= $3"
     " AND o.id > coalesce((SELECT safe_id FROM outbox_safe_point WHERE topic = $1), 0)) AS x "
     "WHERE coalesce(first_unsafe - 1, last_id) IS NOT NULL "
     "ON CONFLICT (topic) DO UPDATE SET safe_id = greatest(outbox_safe_point.safe_id, excluded.safe_id),"
     " updated_at = now()"
 )
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What the outbox said before the broker was asked."""
+
+    began_again: list[str]
+    last: dict[tuple[str, int], tuple[int, bytes]]
+    published_up_to: int
 
 
 @dataclass(frozen=True)
@@ -106,40 +120,57 @@ class BrokerWatch:
         self.lock_held_seconds_total = 0.0
 
     async def check_once(self) -> list[Loss]:
-        """Compare the outbox with the broker once: re-drive what was lost, or move safe points on."""
+        """Compare the outbox with the broker once: re-drive what was lost, or move safe points on.
+
+        The broker is asked without the relay lock: those round trips took about 20 ms on a quiet machine and
+        far longer under load, all of it time the relay could publish nothing (bench/RESULTS.md, triage's relay
+        stage). The lock is taken only to act. Rows the relay publishes meanwhile may have landed on a log that
+        began again: the locked step looks for that once more, and a safe point moves only over rows that were
+        already published when the outbox was read, with consumers' offsets read after that.
+        """
+        self.checks_total += 1
+        async with self._pool().acquire() as conn:
+            seen = await self._snapshot(conn)
+        if not seen.last:
+            return []
+        losses, partitions = await self._compare(seen.last)
+        known = {loss.topic for loss in losses}
+        losses += [Loss(t, "its offsets began again below ours") for t in seen.began_again if t not in known]
+        committed = {} if losses else await self._committed(partitions)
         async with self._pool().acquire() as conn, conn.transaction():
             # Wait for a relay pass in progress (it may be stuck on a dead broker for a while), never skip.
             await conn.execute(f"SET LOCAL lock_timeout = '{int(BROKER_TIMEOUT_SECONDS * 2)}s'")
             await relay_lock(conn, self._schema)
             locked_at = time.monotonic()
             try:
-                return await self._check_locked(conn)
+                if not losses:
+                    losses = [Loss(r["topic"], "its offsets began again below ours")
+                              for r in await conn.fetch(_LOG_BEGAN_AGAIN)]
+                if losses:
+                    await self._redrive(conn, losses)
+                    return losses
+                for topic, consumed in committed.items():
+                    await conn.execute(_ADVANCE, topic, consumed, seen.published_up_to)
+                return []
             finally:
                 self.lock_held_seconds_total += time.monotonic() - locked_at
 
-    async def _check_locked(self, conn: Connection) -> list[Loss]:
-        """One comparison, holding the relay lock (in `conn`'s transaction)."""
-        self.checks_total += 1
+    @staticmethod
+    async def _snapshot(conn: Connection) -> _Snapshot:
+        published_up_to = int(await conn.fetchval(_PUBLISHED_UP_TO))
         began_again = [r["topic"] for r in await conn.fetch(_LOG_BEGAN_AGAIN)]
         last = {
             (r["topic"], r["partition"]): (r["offset"], bytes(r["value"])) for r in await conn.fetch(_LAST_UNSAFE)
         }
-        if not last:
-            return []
-        losses, partitions = await self._compare(last)
-        seen = {loss.topic for loss in losses}
-        losses += [Loss(t, "its offsets began again below ours") for t in began_again if t not in seen]
-        if losses:
-            marked = await mark_after_safe_points(conn, [loss.topic for loss in losses])
-            self.losses_total += len(losses)
-            self.redriven_total += marked
-            log.warning(
-                "outbox.broker_lost_events", redriven=marked,
-                topics={loss.topic: loss.reason for loss in losses},
-            )
-            return losses
-        await self._advance_safe_points(conn, partitions)
-        return []
+        return _Snapshot(began_again, last, published_up_to)
+
+    async def _redrive(self, conn: Connection, losses: list[Loss]) -> None:
+        marked = await mark_after_safe_points(conn, [loss.topic for loss in losses])
+        self.losses_total += len(losses)
+        self.redriven_total += marked
+        log.warning(
+            "outbox.broker_lost_events", redriven=marked, topics={loss.topic: loss.reason for loss in losses},
+        )
 
     async def _compare(
         self, last: dict[tuple[str, int], tuple[int, bytes]]
@@ -169,7 +200,9 @@ class BrokerWatch:
         survivors = {self._topics.logical(t): ps for t, ps in partitions.items()}
         return list(losses.values()), {t: ps for t, ps in survivors.items() if t not in losses}
 
-    async def _advance_safe_points(self, conn: Connection, partitions: dict[str, list[int]]) -> None:
+    async def _committed(self, partitions: dict[str, list[int]]) -> dict[str, list[int]]:
+        """Per topic that somebody consumes, per partition, the offset every consumer of it has committed past
+        (none: 0)."""
         groups_of = {t: sorted(self._topics.physical(g) for g in self._consumer_groups(t)) for t in partitions}
         wanted: dict[str, list[TopicPartition]] = {}
         for topic, groups in groups_of.items():
@@ -181,15 +214,14 @@ class BrokerWatch:
             asyncio.gather(*(committed_offsets(self._bootstrap, g, tps) for g, tps in wanted.items())),
         )
         committed = dict(zip(wanted, found, strict=True))
-        for topic, groups in groups_of.items():
-            if not groups or not partitions[topic]:
-                continue  # nobody is known to consume it: everything stays re-drivable
-            # Per partition, the offset every consumer of the topic has committed past (none: 0).
-            consumed = [
+        return {
+            topic: [
                 min((committed[g].get(TopicPartition(self._topics.physical(topic), p)) or 0) for g in groups)
                 for p in range(max(partitions[topic]) + 1)
             ]
-            await conn.execute(_ADVANCE, topic, consumed)
+            # nobody known to consume it: everything stays re-drivable
+            for topic, groups in groups_of.items() if groups and partitions[topic]
+        }
 
     async def purge_expired(self) -> int:
         """Forget published rows older than the retention period: they can no longer be re-driven."""
