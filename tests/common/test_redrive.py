@@ -84,14 +84,11 @@ async def _effects_of(stack, isolation: str, events: list[CloudEvent], producer:
 
 
 async def _safe_everywhere(stack, isolation: str) -> bool:
-    conn = await asyncpg.connect(stack.admin_dsn)
-    try:
-        behind = await conn.fetchval(
-            f"SELECT count(*) FROM {isolation}_producer.outbox o"  # noqa: S608 - the test's own schema
-            f" LEFT JOIN {isolation}_producer.outbox_safe_point s USING (topic) WHERE o.id > coalesce(s.safe_id, 0)"
-        )
-    finally:
-        await conn.close()
+    [(behind,)] = await _query(
+        stack,
+        f"SELECT count(*) FROM {isolation}_producer.outbox o"  # noqa: S608 - the test's own schema
+        f" LEFT JOIN {isolation}_producer.outbox_safe_point s USING (topic) WHERE o.id > coalesce(s.safe_id, 0)",
+    )
     return behind == 0
 
 
@@ -198,7 +195,8 @@ async def test_a_safe_point_moves_only_over_events_published_before_the_broker_w
     await producer.start()
     try:
         await _publish(producer, _one_per_topic(1))
-        before = await _outbox_ids(stack, isolation)
+        ids = f"SELECT id FROM {isolation}_producer.outbox ORDER BY id"  # noqa: S608 - the test's own schema
+        before = [r["id"] for r in await _query(stack, ids)]
         watch = producer.broker_watch
         assert watch is not None
         asked = watch._committed  # noqa: SLF001 - the step between reading the outbox and acting on it
@@ -209,22 +207,17 @@ async def test_a_safe_point_moves_only_over_events_published_before_the_broker_w
 
         watch._committed = published_meanwhile  # type: ignore[method-assign]  # noqa: SLF001
         assert await watch.check_once() == []
-        after = await _outbox_ids(stack, isolation)
-        assert len(after) == 2 * len(before)
-        conn = await asyncpg.connect(stack.admin_dsn)
-        try:
-            safe = await conn.fetchval(f"SELECT max(safe_id) FROM {isolation}_producer.outbox_safe_point")  # noqa: S608
-        finally:
-            await conn.close()
+        assert len(await _query(stack, ids)) == 2 * len(before)
+        [(safe,)] = await _query(stack, f"SELECT max(safe_id) FROM {isolation}_producer.outbox_safe_point")  # noqa: S608
         assert safe == max(before)  # over the first events, which every consumer has committed past; not beyond
     finally:
         await producer.stop()
 
 
-async def _outbox_ids(stack, isolation: str) -> list[int]:
+async def _query(stack, sql: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(stack.admin_dsn)
     try:
-        return [r["id"] for r in await conn.fetch(f"SELECT id FROM {isolation}_producer.outbox ORDER BY id")]  # noqa: S608
+        return await conn.fetch(sql)
     finally:
         await conn.close()
 

@@ -82,7 +82,6 @@ _ADVANCE = (
 class _Snapshot:
     """What the outbox said before the broker was asked."""
 
-    began_again: list[str]
     last: dict[tuple[str, int], tuple[int, bytes]]
     published_up_to: int
 
@@ -125,7 +124,7 @@ class BrokerWatch:
         The broker is asked without the relay lock: those round trips took about 20 ms on a quiet machine and
         far longer under load, all of it time the relay could publish nothing (bench/RESULTS.md, triage's relay
         stage). The lock is taken only to act. Rows the relay publishes meanwhile may have landed on a log that
-        began again: the locked step looks for that once more, and a safe point moves only over rows that were
+        began again: the locked step looks for that, and a safe point moves only over rows that were
         already published when the outbox was read, with consumers' offsets read after that.
         """
         self.checks_total += 1
@@ -134,8 +133,6 @@ class BrokerWatch:
         if not seen.last:
             return []
         losses, partitions = await self._compare(seen.last)
-        known = {loss.topic for loss in losses}
-        losses += [Loss(t, "its offsets began again below ours") for t in seen.began_again if t not in known]
         committed = {} if losses else await self._committed(partitions)
         async with self._pool().acquire() as conn, conn.transaction():
             # Wait for a relay pass in progress (it may be stuck on a dead broker for a while), never skip.
@@ -143,9 +140,10 @@ class BrokerWatch:
             await relay_lock(conn, self._schema)
             locked_at = time.monotonic()
             try:
-                if not losses:
-                    losses = [Loss(r["topic"], "its offsets began again below ours")
-                              for r in await conn.fetch(_LOG_BEGAN_AGAIN)]
+                # Read under the lock, so that it covers what the relay published while the broker was asked.
+                known = {loss.topic for loss in losses}
+                losses += [Loss(r["topic"], "its offsets began again below ours")
+                           for r in await conn.fetch(_LOG_BEGAN_AGAIN) if r["topic"] not in known]
                 if losses:
                     await self._redrive(conn, losses)
                     return losses
@@ -158,11 +156,10 @@ class BrokerWatch:
     @staticmethod
     async def _snapshot(conn: Connection) -> _Snapshot:
         published_up_to = int(await conn.fetchval(_PUBLISHED_UP_TO))
-        began_again = [r["topic"] for r in await conn.fetch(_LOG_BEGAN_AGAIN)]
         last = {
             (r["topic"], r["partition"]): (r["offset"], bytes(r["value"])) for r in await conn.fetch(_LAST_UNSAFE)
         }
-        return _Snapshot(began_again, last, published_up_to)
+        return _Snapshot(last, published_up_to)
 
     async def _redrive(self, conn: Connection, losses: list[Loss]) -> None:
         marked = await mark_after_safe_points(conn, [loss.topic for loss in losses])

@@ -29,7 +29,6 @@ from common.aio import cancelled_from_inside
 log = structlog.get_logger(__name__)
 
 REQUEST_TIMEOUT_MS = 8000
-TOPIC_ALREADY_EXISTS = 36
 
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
@@ -183,7 +182,7 @@ class CreateTopicsFirst:
         # A Kafka cluster answers a broker that is not its controller, or a producer without the right to create
         # topics, with an error; its topics were made when the producer started (`ensure_topics`), and it has no
         # such quirk to guard against: carry on.
-        if refused := {t: code for t, code in codes.items() if code not in (0, TOPIC_ALREADY_EXISTS)}:
+        if refused := {t: code for t, code in codes.items() if code not in (0, TopicAlreadyExistsError.errno)}:
             log.warning("kafka.create_topics_refused", error_codes=sorted(set(refused.values())), topics=len(refused))
 
 
