@@ -186,6 +186,37 @@ async def test_a_broker_that_lost_nothing_is_not_suspected_after_a_burst_of_batc
         await producer.stop()
 
 
+async def test_events_committed_out_of_id_order_are_not_taken_for_a_log_that_began_again(stack, isolation):
+    # Concurrent transactions take outbox ids in one order and commit in another (notify's deliveries do, all
+    # the time): the later id is published first, at the lower offset. That is the relay's order, not a lost log.
+    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
+    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["sample"]))
+    await producer.start()
+    try:
+        first, second = _one_per_topic(1, subject="incident-1"), _one_per_topic(2, subject="incident-1")
+        async with producer.pool.acquire() as slow:
+            transaction = slow.transaction()
+            await transaction.start()
+            await enqueue(slow, first)  # the lower ids, not committed yet
+            await _publish(producer, second)  # the higher ids, committed and published first
+            await transaction.commit()
+
+        async def published() -> bool:
+            return await producer.relay.backlog() == 0
+
+        await eventually(published, what="the first events to be published after the second")
+        rows = await _query(stack, f'SELECT topic, id, "offset" FROM {isolation}_producer.outbox')  # noqa: S608
+        offsets = {(r["topic"], r["id"]): r["offset"] for r in rows}
+        lower_ids_later = [t for t in TOPICS if offsets[(t, min(i for s, i in offsets if s == t))]
+                           > offsets[(t, max(i for s, i in offsets if s == t))]]
+        assert lower_ids_later == TOPICS  # the situation this test is about
+
+        assert await producer.broker_watch.check_once() == []
+        assert producer.broker_watch.redriven_total == 0
+    finally:
+        await producer.stop()
+
+
 async def test_a_safe_point_moves_only_over_events_published_before_the_broker_was_asked(stack, isolation):
     # The broker watch asks the broker without holding the relay lock, so the relay publishes meanwhile. Offsets
     # read during a check say nothing of events published after the outbox was read (they may be on a log that

@@ -44,18 +44,23 @@ _UNSAFE = (
     "FROM outbox o LEFT JOIN outbox_safe_point s ON s.topic = o.topic "
     "WHERE o.published_at IS NOT NULL AND o.partition IS NOT NULL AND o.id > coalesce(s.safe_id, 0) "
 )
-# The relay publishes in id order, so per partition the offsets the broker gave our rows rise with their ids
-# (re-driven rows are published again in id order too). An offset that does not rise means the log began
-# again under them: rows published after a broker restart can land on the very offsets of lost ones.
+# The relay publishes pass after pass, each pass's rows in id order, so per partition the offsets the broker
+# gave our rows rise in (pass, id) order. Not in id order alone: a transaction that took its id first may
+# commit after a later one was published (notify's concurrent deliveries did so all the time, and each was
+# taken for a lost log). An offset that does not rise means the log began again under them: rows published
+# after a broker restart can land on the very offsets of lost ones. (Rows published before passes were
+# numbered have none, and came first.)
+_PUBLISH_ORDER = "o.published_pass NULLS FIRST, o.id"
 _LOG_BEGAN_AGAIN = (
     "SELECT DISTINCT topic FROM (SELECT o.topic, o.\"offset\", "  # noqa: S608 - constant SQL
-    'lag(o."offset") OVER (PARTITION BY o.topic, o.partition ORDER BY o.id) AS previous '
+    f'lag(o."offset") OVER (PARTITION BY o.topic, o.partition ORDER BY {_PUBLISH_ORDER}) AS previous '
     + _UNSAFE + ") AS x WHERE \"offset\" <= previous"
 )
-# Per topic and partition, the last row not yet known safe: the broker must still hold it where it said.
+# Per topic and partition, the last row published and not yet known safe: the broker must still hold it where
+# it said.
 _LAST_UNSAFE = (
     'SELECT DISTINCT ON (o.topic, o.partition) o.topic, o.partition, o."offset", o.value '  # noqa: S608
-    + _UNSAFE + "ORDER BY o.topic, o.partition, o.id DESC"
+    + _UNSAFE + "ORDER BY o.topic, o.partition, o.published_pass DESC NULLS LAST, o.id DESC"
 )
 # The last row up to which every row was published when the outbox was read: a safe point may move only that far.
 _PUBLISHED_UP_TO = (

@@ -173,9 +173,11 @@ class OutboxRelay:
             return 0
         records = [(self._topics.physical(r["topic"]), r["key"], r["value"], _headers(r["headers"])) for r in rows]
         metadata = await self._publisher.send_batch(records)
+        # One pass number for the whole pass (common.broker_watch reads offsets in (pass, id) order).
         await conn.execute(
-            'UPDATE outbox SET published_at = now(), partition = u.p, "offset" = u.o '
-            "FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS u(id, p, o) WHERE outbox.id = u.id",
+            'UPDATE outbox SET published_at = now(), partition = u.p, "offset" = u.o, published_pass = n.pass '
+            "FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS u(id, p, o),"
+            " (SELECT nextval('outbox_publish_pass') AS pass) AS n WHERE outbox.id = u.id",
             [r["id"] for r in rows],
             [m.partition for m in metadata],
             [m.offset for m in metadata],

@@ -26,12 +26,14 @@ from common.settings import ServiceSettings
 from common.topics import TopicNames, all_topic_names
 
 _MARK_AFTER_SAFE_POINTS = (
-    'UPDATE outbox SET published_at = NULL, partition = NULL, "offset" = NULL, redriven = redriven + 1 '
+    'UPDATE outbox SET published_at = NULL, partition = NULL, "offset" = NULL, published_pass = NULL, '
+    "redriven = redriven + 1 "
     "WHERE published_at IS NOT NULL AND topic = ANY($1::text[]) AND id > coalesce("
     "(SELECT safe_id FROM outbox_safe_point s WHERE s.topic = outbox.topic), 0)"
 )
 _MARK_SINCE = (
-    'UPDATE outbox SET published_at = NULL, partition = NULL, "offset" = NULL, redriven = redriven + 1 '
+    'UPDATE outbox SET published_at = NULL, partition = NULL, "offset" = NULL, published_pass = NULL, '
+    "redriven = redriven + 1 "
     "WHERE published_at IS NOT NULL AND created_at >= $1 AND ($2::text[] IS NULL OR topic = ANY($2::text[])) "
     "RETURNING id"
 )
