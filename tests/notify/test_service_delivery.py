@@ -24,8 +24,10 @@ from common.contracts import (
 from common.events import CloudEvent, new_event, utc_now
 from common.tokens import verify_ack_token
 from common.topics import EventType
+from notify.channels.base import DeliveryReceipt
 from notify.config import NotifySettings
 from notify.consumer import acknowledged_handler, requested_handler
+from notify.delivery import _Batch, _Item
 from notify.main import NotifyService, build
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"oakfield-webhook-signing-key-32b").decode()
@@ -501,3 +503,49 @@ async def test_deliveries_share_one_smtp_connection_and_a_dropped_or_refusing_on
     assert rows[dropped.notification_id]["state"] == "sent" and rows[dropped.notification_id]["total_attempts"] == 1
     assert rows[refused.notification_id]["state"] == "failed"
     assert len(mailbox.messages) == 4
+
+
+async def test_a_send_is_recorded_as_the_row_stands_when_another_worker_changed_it_since_the_claim(
+    stack, isolation, smtp_server, make_request
+):
+    """Sends are recorded in one statement for rows still as claimed. A row another worker changed meanwhile (its
+    lease outlived: attempts recorded) is still marked sent, with its true count; one already finished is left
+    alone and reported by nobody twice."""
+    settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False)
+    service = await start(settings, consume=False)
+    try:
+        as_claimed, retried_meanwhile, finished_meanwhile = (fresh(make_request) for _ in range(3))
+        await handle_directly(service, as_claimed, retried_meanwhile, finished_meanwhile)
+        schema = f"{isolation}_notify"
+        async with service.runtime.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT d.*, NULL::timestamptz AS acknowledged_at FROM deliveries d ORDER BY notification_id"
+            )
+            items = {r["notification_id"]: _Item.from_row(r) for r in rows}
+        admin = await asyncpg.connect(stack.admin_dsn)
+        try:
+            await admin.execute(
+                f"UPDATE {schema}.deliveries SET total_attempts = 2 WHERE notification_id = $1",  # noqa: S608
+                retried_meanwhile.notification_id,
+            )
+            await admin.execute(
+                f"UPDATE {schema}.deliveries SET state = 'sent' WHERE notification_id = $1",  # noqa: S608
+                finished_meanwhile.notification_id,
+            )
+        finally:
+            await admin.close()
+        batch = _Batch(ChannelKind.EMAIL, "dsl@oakfield.example", tuple(items.values()))
+        receipt = DeliveryReceipt(ChannelKind.EMAIL, message_id="<m@oakfield.example>", provider_id="250 queued")
+        async with service.runtime.pool.acquire() as conn:
+            assert await service.deliverer._record_sent(conn, batch, receipt, utc_now()) == 2  # noqa: SLF001
+        delivered = await outcome_events(stack, isolation, "notifications.delivered", expect=3, timeout=2)
+    finally:
+        await service.runtime.stop()
+    attempts = {e.data["notification_id"]: e.data["attempts"] for e in delivered}
+    assert attempts == {as_claimed.notification_id: 1, retried_meanwhile.notification_id: 3}
+    states = {r["notification_id"]: (r["state"], r["total_attempts"]) for r in await delivery_rows(stack, isolation)}
+    assert states == {
+        as_claimed.notification_id: ("sent", 1),
+        retried_meanwhile.notification_id: ("sent", 3),
+        finished_meanwhile.notification_id: ("sent", 0),
+    }

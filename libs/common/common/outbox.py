@@ -27,16 +27,22 @@ from common.woken_loop import run_woken_passes
 log = structlog.get_logger(__name__)
 
 
-def _insert(first: int, before: str = "") -> str:
+def _insert(first: int, before: str = "", *, only_returned: bool = False) -> str:
     """One statement: `before` (data-modifying CTEs of the caller's own), the outbox rows from parameters
-    $first..$first+4, and a NOTIFY (delivered at commit) that wakes this schema's relay."""
+    $first..$first+4, and a NOTIFY (delivered at commit) that wakes this schema's relay. `only_returned`: only
+    the rows whose event id the caller's `effect` returned (as `event_id`); the statement returns those ids."""
     p = [f"${first + i}" for i in range(5)]
+    where, returned = (
+        (" WHERE e.event_id IN (SELECT event_id FROM effect)", ", (SELECT array_agg(event_id) FROM effect)")
+        if only_returned else ("", "")
+    )
     return (
         f"WITH {before}inserted AS ("  # noqa: S608 - composed of the callers' constant SQL and $n placeholders
         " INSERT INTO outbox (event_id, topic, key, value, headers)"
         f" SELECT * FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::bytea[], {p[3]}::bytea[], {p[4]}::jsonb[])"
+        f" AS e(event_id, topic, key, value, headers){where}"
         " ON CONFLICT (event_id) DO NOTHING RETURNING 1)"
-        " SELECT pg_notify('outbox_' || current_schema(), '') FROM (SELECT count(*) FROM inserted) AS n"
+        f" SELECT pg_notify('outbox_' || current_schema(), ''){returned} FROM (SELECT count(*) FROM inserted) AS n"
     )
 
 
@@ -83,6 +89,17 @@ async def execute_and_enqueue(
     the outbox insert and COMMIT would take four."""
     sql = _insert(len(args) + 1, before=f"effect AS ({statement}), ")
     await conn.fetch(sql, *args, *_event_columns(events))
+
+
+async def execute_and_enqueue_returned(
+    conn: Connection, statement: str, args: Sequence[object], events: Sequence[CloudEvent]
+) -> set[str]:
+    """As `execute_and_enqueue`, for a statement that returns an `event_id` column: only the events whose id it
+    returned are written to the outbox (say, an UPDATE that finds some rows already changed by somebody else).
+    Returns those ids."""
+    sql = _insert(len(args) + 1, before=f"effect AS ({statement}), ", only_returned=True)
+    row = await conn.fetchrow(sql, *args, *_event_columns(events))
+    return set(row[1] or ()) if row is not None else set()
 
 
 # An event's only header, as the outbox stores it (JSON), made once per event type rather than once per event.

@@ -41,7 +41,7 @@ from common.contracts import (
 )
 from common.db import TRANSIENT_ERRORS, Connection
 from common.events import Clock, CloudEvent, utc_now
-from common.outbox import enqueue
+from common.outbox import enqueue, execute_and_enqueue_returned
 from common.tokens import issue_ack_token
 from common.topics import EventType
 from common.woken_loop import run_woken_passes
@@ -76,6 +76,16 @@ _MARK_SENDING = (
     " INSERT INTO address_sends (address_key, last_sent_at) SELECT k, $3 FROM unnest($4::text[]) k"
     " ON CONFLICT (address_key) DO UPDATE SET last_sent_at ="
     " GREATEST(address_sends.last_sent_at, EXCLUDED.last_sent_at)"
+)
+
+# Sent: every row of the batch still as it was claimed (not finished, its attempts unchanged) is marked, and its
+# delivered event id returned (common.outbox.execute_and_enqueue_returned writes those events).
+_RECORD_SENT = (
+    "UPDATE deliveries d SET state = 'sent', sent_channel = $4, provider_id = $5, message_id = $6,"
+    " attempts = d.attempts + 1, total_attempts = d.total_attempts + 1, finished_at = $7, updated_at = $7,"
+    " last_error = NULL FROM unnest($1::text[], $2::text[], $3::int[]) AS u(id, event_id, claimed_attempts)"
+    " WHERE d.notification_id = u.id AND d.total_attempts = u.claimed_attempts AND d.state NOT IN ('sent', 'failed')"
+    " RETURNING u.event_id"
 )
 
 
@@ -295,9 +305,9 @@ class Deliverer:
     async def _record(
         self, conn: Connection, batch: _Batch, outcome: DeliveryReceipt | Exception, now: datetime
     ) -> dict[str, int]:
+        if isinstance(outcome, DeliveryReceipt):
+            return {"sent": await self._record_sent(conn, batch, outcome, now)}
         async with conn.transaction():
-            if isinstance(outcome, DeliveryReceipt):
-                return {"sent": await self._record_sent(conn, batch, outcome, now)}
             counts = {"retried": 0, "fell_back": 0, "failed": 0}
             for item in batch.items:
                 counts[await self._record_failure(conn, item, batch.kind, outcome, now)] += 1
@@ -369,27 +379,47 @@ class Deliverer:
         return len(items)
 
     async def _record_sent(self, conn: Connection, batch: _Batch, receipt: DeliveryReceipt, now: datetime) -> int:
-        events: list[CloudEvent] = []
-        for item in batch.items:
-            updated = await conn.fetchval(
-                "UPDATE deliveries SET state = 'sent', sent_channel = $2, provider_id = $3, message_id = $4,"
-                " attempts = attempts + 1, total_attempts = total_attempts + 1, finished_at = $5,"
-                " updated_at = $5, last_error = NULL"
-                " WHERE notification_id = $1 AND state NOT IN ('sent', 'failed') RETURNING total_attempts",
-                item.notification_id, receipt.channel.value, receipt.provider_id, receipt.message_id, now,
-            )
-            if updated is None:
-                continue  # recorded by another worker whose lease we outlived
-            r = item.request
-            data = NotificationDelivered(
-                notification_id=r.notification_id, incident_id=r.incident_id, recipient_role=r.recipient.role,
-                channel=receipt.channel, provider_id=receipt.provider_id, attempts=int(updated),
-            )
-            events.append(_event(EventType.NOTIFICATION_DELIVERED, item, data.model_dump(mode="json"), now))
-        await enqueue(conn, events)
+        """Rows still as they were claimed are marked sent, with their delivered events, in one statement (no
+        transaction round trips: a third of notify's CPU went to recording sends one row at a time). A row
+        somebody else changed since (a worker whose lease we outlived) is recorded as it now stands, or not
+        at all if it is already finished."""
+        expected = {
+            item.notification_id: self._delivered(item, receipt, item.total_attempts + 1, now) for item in batch.items
+        }
+        recorded = await execute_and_enqueue_returned(conn, _RECORD_SENT, [
+            [i.notification_id for i in batch.items], [expected[i.notification_id].id for i in batch.items],
+            [i.total_attempts for i in batch.items], receipt.channel.value, receipt.provider_id, receipt.message_id,
+            now,
+        ], list(expected.values()))
+        changed = [i for i in batch.items if expected[i.notification_id].id not in recorded]
+        sent = len(recorded)
+        if changed:
+            async with conn.transaction():
+                events: list[CloudEvent] = []
+                for item in changed:
+                    updated = await conn.fetchval(
+                        "UPDATE deliveries SET state = 'sent', sent_channel = $2, provider_id = $3, message_id = $4,"
+                        " attempts = attempts + 1, total_attempts = total_attempts + 1, finished_at = $5,"
+                        " updated_at = $5, last_error = NULL"
+                        " WHERE notification_id = $1 AND state NOT IN ('sent', 'failed') RETURNING total_attempts",
+                        item.notification_id, receipt.channel.value, receipt.provider_id, receipt.message_id, now,
+                    )
+                    if updated is not None:  # None: recorded by another worker whose lease we outlived
+                        events.append(self._delivered(item, receipt, int(updated), now))
+                await enqueue(conn, events)
+            sent += len(events)
         log.info("notify.delivered", channel=receipt.channel.value, message_id=receipt.message_id,
-                 notifications=len(events))
-        return len(events)
+                 notifications=sent)
+        return sent
+
+    @staticmethod
+    def _delivered(item: _Item, receipt: DeliveryReceipt, attempts: int, now: datetime) -> CloudEvent:
+        r = item.request
+        data = NotificationDelivered(
+            notification_id=r.notification_id, incident_id=r.incident_id, recipient_role=r.recipient.role,
+            channel=receipt.channel, provider_id=receipt.provider_id, attempts=attempts,
+        )
+        return _event(EventType.NOTIFICATION_DELIVERED, item, data.model_dump(mode="json"), now)
 
     async def _record_failure(
         self, conn: Connection, item: _Item, kind: ChannelKind, error: Exception, now: datetime
