@@ -39,8 +39,6 @@ Handler = Callable[[CloudEvent, Connection], Awaitable[None]]
 RawHandler = Callable[["Delivery", Connection], Awaitable[None]]
 RawBatchHandler = Callable[[Sequence["Delivery"], Connection], Awaitable[None]]
 
-FETCH_MAX_WAIT_MS = 50
-
 
 @dataclass(frozen=True)
 class Delivery:
@@ -86,6 +84,7 @@ class ConsumerRunner:
         raw_handlers: Mapping[str, RawHandler] | None = None,
         partitions: int = 3,
         max_batch: int = 500,
+        fetch_wait_ms: int = 50,
     ) -> None:
         self._pool = pool
         self._bootstrap = bootstrap
@@ -95,6 +94,7 @@ class ConsumerRunner:
         self._raw_handlers = dict(raw_handlers or {})
         self._partitions = partitions
         self._max_batch = max_batch
+        self._fetch_wait_ms = fetch_wait_ms
         self._closing: set[asyncio.Task[None]] = set()
         self.processed_total = 0
         self.dead_lettered_total = 0
@@ -157,7 +157,7 @@ class ConsumerRunner:
             metadata_max_age_ms=5000,
             # Tansu answers a fetch only when its wait is over, not when a record arrives: with aiokafka's
             # default of 500 ms every hop of the pipeline waited that long (bench/RESULTS.md, triage).
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=self._fetch_wait_ms,
         )
         try:
             await consumer.start()

@@ -86,7 +86,7 @@ class Runtime:
                 pool=self.pool, bootstrap=s.kafka_bootstrap_servers, topic_names=self.topics,
                 group=f"{s.topic_prefix}{s.service_name}", handlers=self.spec.handlers,
                 raw_handlers=self.spec.raw_handlers,
-                partitions=s.topic_partitions,
+                partitions=s.topic_partitions, fetch_wait_ms=s.consumer_fetch_wait_ms,
             )
             self._spawn(self.consumer.run(self.stop_event))
         for loop in self.spec.background:

@@ -11,6 +11,7 @@ from common.settings import ServiceSettings
 
 class AuditSettings(ServiceSettings):  # type: ignore[misc, unused-ignore]  # (mypy may not see common)
     service_name: str = "audit"
+    consumer_fetch_wait_ms: int = 250  # off the path to a person being told: fewer fetches for the broker
     signing_key_file: Path = Field(
         default=Path("var/audit/signing-key.pem"),
         description="Ed25519 private key (PKCS#8 PEM), generated on first start and kept with mode 0600.",
