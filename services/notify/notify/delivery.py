@@ -380,7 +380,7 @@ class Deliverer:
 
     async def _record_sent(self, conn: Connection, batch: _Batch, receipt: DeliveryReceipt, now: datetime) -> int:
         """Rows still as they were claimed are marked sent, with their delivered events, in one statement (no
-        transaction round trips: a third of notify's CPU went to recording sends one row at a time). A row
+        transaction round trips: recording sends a row at a time was ~18% of notify's samples at 100/s). A row
         somebody else changed since (a worker whose lease we outlived) is recorded as it now stands, or not
         at all if it is already finished."""
         expected = {
