@@ -119,6 +119,15 @@ async def find_incident(
     return row
 
 
+def forward_to(status: IncidentStatus) -> str:
+    """SQL for an incidents row's status moved forward to `status`, never back (a constant of the code, not input)."""
+    order = ", ".join(f"'{s}'" for s in STATUS_ORDER)
+    return (
+        f"CASE WHEN array_position(ARRAY[{order}], status) < array_position(ARRAY[{order}], '{status.value}')"
+        f" THEN '{status.value}' ELSE status END"
+    )
+
+
 async def advance(conn: Connection, incident_id: UUID, status: IncidentStatus, at: datetime) -> None:
     """Move the status forward (never back: events of different topics may arrive in any order)."""
     await conn.execute(
