@@ -78,14 +78,23 @@ _MARK_SENDING = (
     " GREATEST(address_sends.last_sent_at, EXCLUDED.last_sent_at)"
 )
 
-# Sent: every row of the batch still as it was claimed (not finished, its attempts unchanged) is marked, and its
-# delivered event id returned (common.outbox.execute_and_enqueue_returned writes those events).
+# A send recorded: $2..$5 are the channel, provider id, message id and time.
+_MARK_SENT = (
+    "UPDATE deliveries d SET state = 'sent', sent_channel = $2, provider_id = $3, message_id = $4,"
+    " attempts = d.attempts + 1, total_attempts = d.total_attempts + 1, finished_at = $5, updated_at = $5,"
+    " last_error = NULL"
+)
+# Every row of the batch still as it was claimed (not finished, its attempts unchanged), with its delivered event
+# id returned (common.outbox.execute_and_enqueue_returned writes those events).
 _RECORD_SENT = (
-    "UPDATE deliveries d SET state = 'sent', sent_channel = $4, provider_id = $5, message_id = $6,"
-    " attempts = d.attempts + 1, total_attempts = d.total_attempts + 1, finished_at = $7, updated_at = $7,"
-    " last_error = NULL FROM unnest($1::text[], $2::text[], $3::int[]) AS u(id, event_id, claimed_attempts)"
+    _MARK_SENT + " FROM unnest($1::text[], $6::text[], $7::int[]) AS u(id, event_id, claimed_attempts)"
     " WHERE d.notification_id = u.id AND d.total_attempts = u.claimed_attempts AND d.state NOT IN ('sent', 'failed')"
     " RETURNING u.event_id"
+)
+# The rows somebody else changed since the claim, as they now stand (finished ones are left alone).
+_RECORD_SENT_AS_THEY_STAND = (
+    _MARK_SENT + " WHERE d.notification_id = ANY($1::text[]) AND d.state NOT IN ('sent', 'failed')"
+    " RETURNING d.notification_id, d.total_attempts"
 )
 
 
@@ -386,26 +395,18 @@ class Deliverer:
         expected = {
             item.notification_id: self._delivered(item, receipt, item.total_attempts + 1, now) for item in batch.items
         }
+        sent_as = [receipt.channel.value, receipt.provider_id, receipt.message_id, now]
         recorded = await execute_and_enqueue_returned(conn, _RECORD_SENT, [
-            [i.notification_id for i in batch.items], [expected[i.notification_id].id for i in batch.items],
-            [i.total_attempts for i in batch.items], receipt.channel.value, receipt.provider_id, receipt.message_id,
-            now,
+            [i.notification_id for i in batch.items], *sent_as,
+            [expected[i.notification_id].id for i in batch.items], [i.total_attempts for i in batch.items],
         ], list(expected.values()))
-        changed = [i for i in batch.items if expected[i.notification_id].id not in recorded]
+        changed = {i.notification_id: i for i in batch.items if expected[i.notification_id].id not in recorded}
         sent = len(recorded)
         if changed:
             async with conn.transaction():
-                events: list[CloudEvent] = []
-                for item in changed:
-                    updated = await conn.fetchval(
-                        "UPDATE deliveries SET state = 'sent', sent_channel = $2, provider_id = $3, message_id = $4,"
-                        " attempts = attempts + 1, total_attempts = total_attempts + 1, finished_at = $5,"
-                        " updated_at = $5, last_error = NULL"
-                        " WHERE notification_id = $1 AND state NOT IN ('sent', 'failed') RETURNING total_attempts",
-                        item.notification_id, receipt.channel.value, receipt.provider_id, receipt.message_id, now,
-                    )
-                    if updated is not None:  # None: recorded by another worker whose lease we outlived
-                        events.append(self._delivered(item, receipt, int(updated), now))
+                rows = await conn.fetch(_RECORD_SENT_AS_THEY_STAND, list(changed), *sent_as)
+                events = [self._delivered(changed[r["notification_id"]], receipt, r["total_attempts"], now)
+                          for r in rows]
                 await enqueue(conn, events)
             sent += len(events)
         log.info("notify.delivered", channel=receipt.channel.value, message_id=receipt.message_id,
