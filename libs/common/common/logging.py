@@ -60,7 +60,11 @@ class _StdoutLogger:
     """
 
     def msg(self, message: str) -> None:
-        print(message, file=sys.stdout, flush=True)
+        # One write with its newline: `print` writes the line and the newline separately, and the services run
+        # unbuffered (PYTHONUNBUFFERED), so that was two system calls a line.
+        out = sys.stdout
+        out.write(message + "\n")
+        out.flush()
 
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
