@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -17,6 +18,7 @@ from aiokafka import TopicPartition
 from support.helpers import effects, eventually, produce, read_topic, report_event
 from support.sample_service import EFFECTS, POISON_MARK, sample_runtime, settings_for
 
+from common.consumer import BatchedHandler
 from common.db import Connection
 from common.events import CloudEvent
 from common.kafka import Publisher, committed_offsets, topic_partitions
@@ -51,8 +53,9 @@ async def _has_effect(stack, isolation, event_id: str) -> bool:
     return event_id in await effects(stack.admin_dsn, f"{isolation}_sample")
 
 
-async def test_event_delivered_twice_has_exactly_one_effect(stack, isolation):
-    runtime = sample_runtime(settings_for(isolation, stack.admin_dsn, stack.bootstrap))
+@pytest.mark.parametrize("batched", [False, True], ids=["per-event", "batched"])
+async def test_event_delivered_twice_has_exactly_one_effect(stack, isolation, batched):
+    runtime = sample_runtime(settings_for(isolation, stack.admin_dsn, stack.bootstrap), batched=batched)
     await runtime.start()
     try:
         event, other = report_event(1), report_event(2)
@@ -68,8 +71,11 @@ async def test_event_delivered_twice_has_exactly_one_effect(stack, isolation):
     assert runtime.consumer.assigned_partitions == 0  # stopped: not "lag 0"
 
 
-async def test_malformed_and_poison_messages_go_to_the_dlq_and_the_next_good_one_is_processed(stack, isolation):
-    runtime = sample_runtime(settings_for(isolation, stack.admin_dsn, stack.bootstrap))
+@pytest.mark.parametrize("batched", [False, True], ids=["per-event", "batched"])
+async def test_malformed_and_poison_messages_go_to_the_dlq_and_the_next_good_one_is_processed(
+    stack, isolation, batched
+):
+    runtime = sample_runtime(settings_for(isolation, stack.admin_dsn, stack.bootstrap), batched=batched)
     await runtime.start()
     try:
         poison, good = report_event(1, mark=POISON_MARK), report_event(2)
@@ -131,7 +137,10 @@ async def _count_at_least(stack, schema: str, n: int) -> bool:
         return False
 
 
-async def test_log_line_while_handling_an_event_with_a_pupils_name_carries_no_trace_of_it(stack, isolation, capsys):
+@pytest.mark.parametrize("batched", [False, True], ids=["per-event", "batched"])
+async def test_log_line_while_handling_an_event_with_a_pupils_name_carries_no_trace_of_it(
+    stack, isolation, capsys, batched
+):
     name, dob = "Amelia Hartley-Quinn", "2014-03-09"
     log = structlog.get_logger("test")
     seen: list[str] = []
@@ -142,9 +151,14 @@ async def test_log_line_while_handling_an_event_with_a_pupils_name_carries_no_tr
         log.info("whole report", report=event.data["report"], first=pupil["name"].split()[0])
         seen.append(event.id)
 
+    async def careless_batch(events: Sequence[CloudEvent], conn: Connection) -> None:
+        for event in events:
+            await careless_handler(event, conn)
+
     configure("tests", fmt="json", level="info")
     settings = settings_for(isolation, stack.admin_dsn, stack.bootstrap)
-    runtime = Runtime(ServiceSpec(settings, [EFFECTS], handlers={"incidents.reported": careless_handler}))
+    handler = BatchedHandler(careless_batch) if batched else careless_handler
+    runtime = Runtime(ServiceSpec(settings, [EFFECTS], handlers={"incidents.reported": handler}))
     await runtime.start()
     try:
         event = report_event(1, report={"subjects": [{"kind": "pupil", "name": name, "date_of_birth": dob}]})
@@ -156,7 +170,9 @@ async def test_log_line_while_handling_an_event_with_a_pupils_name_carries_no_tr
     out = capsys.readouterr().out
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     handled = [line for line in lines if line.get("event") in {"handling", "whole report"}]
-    assert len(handled) == 2 and all(line["incident_id"] == "incident-1" for line in handled)
+    assert len(handled) == 2
+    # Per event, its ids label the line; a batch's lines say how many events it held.
+    assert all((line["events"] == 1) if batched else (line["incident_id"] == "incident-1") for line in handled)
     for fragment in (name, "Amelia", "Hartley-Quinn", dob):
         assert fragment not in out
 

@@ -88,8 +88,7 @@ async def handle_directly(service: NotifyService, *requests: NotificationRequest
     (~5 s each on this broker); for the tests about what happens after the row exists."""
     handler = requested_handler()
     async with service.runtime.pool.acquire() as conn, conn.transaction():
-        for request in requests:
-            await handler(requested(request), conn)
+        await handler.handle_batch([requested(request) for request in requests], conn)
 
 
 async def send_requests(stack: Any, isolation: str, *events: CloudEvent) -> None:
@@ -156,6 +155,24 @@ async def test_redelivered_request_is_sent_once(stack, isolation, smtp_server, m
     assert sorted(e.data["notification_id"] for e in delivered) == sorted(
         [request.notification_id, marker.notification_id]
     )
+
+
+async def test_a_batch_of_requests_keeps_each_notifications_first_request(stack, isolation, smtp_server, make_request):
+    service = await start(notify_settings(stack, isolation, smtp_server.port, delivery_loop=False), consume=False)
+    try:
+        one, other = fresh(make_request), fresh(make_request)
+        first, for_other = requested(one), requested(other)
+        again = requested(one.model_copy(update={"reference": "OSI-AGAIN"}))  # re-sent under a new event id
+        async with service.runtime.pool.acquire() as conn:
+            async with conn.transaction():
+                await requested_handler().handle_batch([first, again, for_other, first], conn)
+            rows = await conn.fetch("SELECT notification_id, event_id, request->>'reference' AS reference"
+                                    " FROM deliveries")
+    finally:
+        await service.runtime.stop()
+    assert {r["notification_id"]: (r["event_id"], r["reference"]) for r in rows} == {
+        one.notification_id: (first.id, one.reference), other.notification_id: (for_other.id, other.reference),
+    }
 
 
 async def _mail_count_at_least(server: Any, n: int) -> bool:

@@ -6,11 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord
 from support.helpers import eventually, produce, read_topic
 from support.triage_service import FakeClock, ack_event, csam_report, fetch, handle, reported_event, runtime_for
 
-from common.consumer import Delivery
 from common.events import CloudEvent
 from common.kafka import ensure_topics
 from common.topics import EventType, Topic
@@ -53,15 +51,6 @@ def reports(count: int, tag: str) -> list[CloudEvent]:
     ]
 
 
-def delivery(event: CloudEvent, offset: int) -> Delivery:
-    value = event.to_bytes()
-    record = ConsumerRecord(
-        topic=REPORTED, partition=0, offset=offset, timestamp=0, timestamp_type=0, key=event.key, value=value,
-        checksum=None, serialized_key_size=len(event.key or b""), serialized_value_size=len(value), headers=[],
-    )
-    return Delivery(record, REPORTED, event, None)
-
-
 async def snapshot(admin_dsn: str, schema: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every row triage wrote, in a stable order; the outbox in the order it would be published."""
     queries = {
@@ -97,7 +86,7 @@ async def test_a_batch_of_reports_for_several_schools_gives_the_same_rows_and_ev
                     await handle(runtime, REPORTED, event)
             else:
                 async with runtime.pool.acquire() as conn, conn.transaction():
-                    await runtime.triage.on_reported_batch([delivery(e, i) for i, e in enumerate(stream)], conn)
+                    await runtime.triage.triage_reports(stream, conn)
         finally:
             await runtime.stop()
         schemas[way] = await snapshot(stack.admin_dsn, f"{name}_triage")
@@ -174,7 +163,7 @@ async def test_a_batch_delivered_again_has_no_second_effect(stack, isolation):
         await eventually(lambda: triaged(marker.subject or ""), timeout=60, what="the marker behind the repeats")
         # And the same reports handed to the batch handler outside the inbox: the incidents absorb them.
         async with runtime.pool.acquire() as conn, conn.transaction():
-            await runtime.triage.on_reported_batch([delivery(e, i) for i, e in enumerate(first)], conn)
+            await runtime.triage.triage_reports(first, conn)
     finally:
         await runtime.stop()
     after = await snapshot(stack.admin_dsn, schema)

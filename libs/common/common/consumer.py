@@ -6,8 +6,9 @@ that transaction, batch by batch (never deferred: see `_consume`).
 If a handler fails, the batch is rolled back and re-run one event at a time to find the poison
 message, which goes to `<topic>.dlq` (through the outbox, so that too is exactly-once) with its
 error; the runner carries on. Database or broker outages are waited out, never dead-lettered.
-A `BatchedRawHandler` gets a batch's fresh deliveries in one call (in the same transaction), each
-partition's in order.
+A `BatchedHandler` (or `BatchedRawHandler`) gets a batch's fresh events (deliveries) of its topics in one call, in
+the same transaction, each partition's in order, after the batch's per-event handlers: it can write them all with
+one statement where a per-event handler takes one each.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from common.aio import cancelled_from_inside, sleep_unless_stopped
 from common.db import TRANSIENT_ERRORS, Connection
 from common.events import CloudEvent, MalformedEvent, parse_event
 from common.kafka import ensure_topics
-from common.logging import event_context
+from common.logging import event_context, events_context
 from common.outbox import enqueue_raw
 from common.rewind import Rewinder
 from common.topics import DLQ_SUFFIX, TopicNames, dead_letter_topic
@@ -35,6 +36,7 @@ from common.topics import DLQ_SUFFIX, TopicNames, dead_letter_topic
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[CloudEvent, Connection], Awaitable[None]]
+EventBatchHandler = Callable[[Sequence[CloudEvent], Connection], Awaitable[None]]
 # A raw handler sees every record as it came, malformed or not (the audit log keeps dead letters too).
 RawHandler = Callable[["Delivery", Connection], Awaitable[None]]
 RawBatchHandler = Callable[[Sequence["Delivery"], Connection], Awaitable[None]]
@@ -70,6 +72,18 @@ class BatchedRawHandler:
     async def __call__(self, d: Delivery, conn: Connection) -> None:
         await self.handle_batch([d], conn)
 
+
+@dataclass(frozen=True)
+class BatchedHandler:
+    """A handler that takes the fresh events of a batch for its topics at once (those of one poll, each
+    partition's in order), inside the batch's transaction and after its per-event handlers, so it must not depend
+    on where its events stood among other topics' events. A malformed record fails the batch, which the runner
+    then re-runs an event at a time: alone, it is called with one event. Usable wherever a `Handler` is."""
+
+    handle_batch: EventBatchHandler
+
+    async def __call__(self, event: CloudEvent, conn: Connection) -> None:
+        await self.handle_batch([event], conn)
 
 
 class ConsumerRunner:
@@ -241,17 +255,17 @@ class ConsumerRunner:
             async with self._pool.acquire() as conn, conn.transaction():
                 fresh = await self._claim(conn, deliveries)
                 claimed = len(fresh)
-                batched: dict[int, tuple[BatchedRawHandler, list[Delivery]]] = {}
+                batched: dict[int, tuple[BatchedRawHandler | BatchedHandler, list[Delivery]]] = {}
                 for d in deliveries:
                     if d.event_id in fresh:
                         fresh.discard(d.event_id)  # a repeat within the same batch is not fresh
-                        raw = self._raw_handlers.get(d.topic)
-                        if isinstance(raw, BatchedRawHandler):
-                            batched.setdefault(id(raw), (raw, []))[1].append(d)
+                        handler = self._raw_handlers.get(d.topic) or self._handlers.get(d.topic)
+                        if isinstance(handler, BatchedRawHandler | BatchedHandler):
+                            batched.setdefault(id(handler), (handler, []))[1].append(d)
                         else:
                             await self._dispatch(d, conn)
                 for batch_handler, ds in batched.values():
-                    await batch_handler.handle_batch(ds, conn)
+                    await self._dispatch_batch(batch_handler, ds, conn)
             self.processed_total += claimed
         except TRANSIENT_ERRORS:
             raise
@@ -294,6 +308,21 @@ class ConsumerRunner:
         with event_context(d.event):
             await self._handlers[d.topic](d.event, conn)
 
+    @staticmethod
+    async def _dispatch_batch(
+        handler: BatchedRawHandler | BatchedHandler, deliveries: list[Delivery], conn: Connection
+    ) -> None:
+        if isinstance(handler, BatchedRawHandler):
+            await handler.handle_batch(deliveries, conn)
+            return
+        events = []
+        for d in deliveries:
+            if d.event is None:
+                raise MalformedEvent(d.error or "malformed")
+            events.append(d.event)
+        with events_context(events):
+            await handler.handle_batch(events, conn)
+
     async def _dead_letter(self, d: Delivery, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"[:2000]
         log.error("consumer.dead_lettered", group=self._group, topic=d.topic, event_id=d.event_id, error=error)
@@ -317,4 +346,7 @@ class ConsumerRunner:
         self.dead_lettered_total += 1
 
 
-__all__ = ["BatchedRawHandler", "ConsumerRunner", "Delivery", "Handler", "RawBatchHandler", "RawHandler"]
+__all__ = [
+    "BatchedHandler", "BatchedRawHandler", "ConsumerRunner", "Delivery", "EventBatchHandler", "Handler",
+    "RawBatchHandler", "RawHandler",
+]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -37,6 +38,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
 )
+
+def unnest_columns(rows: Iterable[Sequence[object]]) -> list[list[object]]:
+    """Rows as the arrays a set-wise statement's `unnest($1::t[], $2::u[], ...)` takes, one per column."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 

@@ -3,9 +3,10 @@ which come back harmlessly: every write here is idempotent and status only moves
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from common.consumer import Handler
+from common.consumer import BatchedHandler, Handler
 from common.contracts import (
     IncidentAcknowledged,
     IncidentActionRecorded,
@@ -15,74 +16,93 @@ from common.contracts import (
     NotificationFailed,
     NotificationRequested,
 )
-from common.db import Connection
+from common.db import Connection, unnest_columns
 from common.events import CloudEvent
-from common.topics import Topic
+from common.topics import EventType, Topic
 from intake import store
 from intake.models import IncidentStatus
 from intake.service import status_after
 
-# One statement per event (each was two or three: at everyday rates intake handles five of these per report).
+# One statement per batch of events of a kind (each event used to take one, and at everyday rates intake handles
+# five of these per report). Events of a kind may repeat an incident or a notification within a batch: the last
+# one's values are kept, as when they were written one at a time, and levels only rise.
 _TRIAGED = (
-    "UPDATE incidents SET incident_class = $2, urgency = $3, updated_at = $4,"  # noqa: S608 - constant SQL
-    f" status = {store.forward_to(IncidentStatus.TRIAGED)} WHERE id = $1"
+    "UPDATE incidents SET incident_class = u.incident_class, urgency = u.urgency, updated_at = u.at,"  # noqa: S608
+    f" status = {store.forward_to(IncidentStatus.TRIAGED)}"
+    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS u(id, incident_class, urgency, at)"
+    " WHERE incidents.id = u.id"
 )
+# Raise each incident's escalation level (never lower it) and move its status forward to escalated.
 _ESCALATED = (
-    "UPDATE incidents SET escalation_level = greatest(coalesce(escalation_level, 0), $2), updated_at = $3,"  # noqa: S608
-    f" status = {store.forward_to(IncidentStatus.ESCALATED)} WHERE id = $1"
+    "UPDATE incidents SET escalation_level = greatest(coalesce(escalation_level, 0), u.level),"  # noqa: S608
+    f" updated_at = u.at, status = {store.forward_to(IncidentStatus.ESCALATED)}"
+    " FROM (SELECT id, max(level) AS level, max(at) AS at"
+    " FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS e(id, level, at) GROUP BY id) AS u"
+    " WHERE incidents.id = u.id"
 )
+# A request notes the notification (if its incident is known here) and escalates the incident to its level.
 _REQUESTED = (
     "WITH noted AS (INSERT INTO incident_notifications"  # noqa: S608 - constant SQL
     " (notification_id, incident_id, recipient_role, level, state, updated_at)"
-    " SELECT $4, $1, $5, $2, 'requested', $3 WHERE EXISTS (SELECT 1 FROM incidents WHERE id = $1)"
+    " SELECT n.notification_id, n.id, n.role, n.level, 'requested', n.at"
+    " FROM unnest($4::text[], $5::uuid[], $6::text[], $7::int[], $8::timestamptz[])"
+    " AS n(notification_id, id, role, level, at) WHERE EXISTS (SELECT 1 FROM incidents WHERE incidents.id = n.id)"
     " ON CONFLICT (notification_id) DO UPDATE SET level = excluded.level) "
     + _ESCALATED
 )
+# A delivery report may overtake its request (different topics); it then creates the row.
+_OUTCOMES = (
+    "INSERT INTO incident_notifications (notification_id, incident_id, recipient_role, state, channel, updated_at)"
+    " SELECT o.notification_id, o.id, o.role, o.state, o.channel, o.at"
+    " FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])"
+    " AS o(notification_id, id, role, state, channel, at)"
+    " WHERE EXISTS (SELECT 1 FROM incidents WHERE incidents.id = o.id)"
+    " ON CONFLICT (notification_id) DO UPDATE SET state = excluded.state, channel = excluded.channel,"
+    " updated_at = excluded.updated_at"
+)
 
 
-async def on_triaged(event: CloudEvent, conn: Connection) -> None:
-    triaged = IncidentTriaged.model_validate(event.data)
-    await conn.execute(
-        _TRIAGED, UUID(triaged.incident_id), triaged.incident_class.value, triaged.urgency.value, event.time
-    )
+async def on_triaged(events: Sequence[CloudEvent], conn: Connection) -> None:
+    latest: dict[str, tuple[object, ...]] = {}
+    for event in events:
+        t = IncidentTriaged.model_validate(event.data)
+        latest[t.incident_id] = (UUID(t.incident_id), t.incident_class.value, t.urgency.value, event.time)
+    await conn.execute(_TRIAGED, *unnest_columns(latest.values()))
 
 
-async def on_escalated(event: CloudEvent, conn: Connection) -> None:
-    escalated = IncidentEscalated.model_validate(event.data)
-    await conn.execute(_ESCALATED, UUID(escalated.incident_id), escalated.to_level, event.time)
+async def on_escalated(events: Sequence[CloudEvent], conn: Connection) -> None:
+    rows = []
+    for event in events:
+        e = IncidentEscalated.model_validate(event.data)
+        rows.append((UUID(e.incident_id), e.to_level, event.time))
+    await conn.execute(_ESCALATED, *unnest_columns(rows))
 
 
-async def on_notification_requested(event: CloudEvent, conn: Connection) -> None:
-    r = NotificationRequested.model_validate(event.data)
-    await conn.execute(
-        _REQUESTED, UUID(r.incident_id), r.level, event.time, r.notification_id, r.recipient.role
-    )
+async def on_notification_requested(events: Sequence[CloudEvent], conn: Connection) -> None:
+    levels = []  # every request escalates (to the highest level asked)
+    latest: dict[str, tuple[object, ...]] = {}  # a notice asked for again keeps the last request's level
+    for event in events:
+        r = NotificationRequested.model_validate(event.data)
+        levels.append((UUID(r.incident_id), r.level, event.time))
+        latest[r.notification_id] = (r.notification_id, UUID(r.incident_id), r.recipient.role, r.level, event.time)
+    await conn.execute(_REQUESTED, *unnest_columns(levels), *unnest_columns(latest.values()))
 
 
-async def _notification_outcome(
-    conn: Connection, event: CloudEvent, notification_id: str, incident_id: UUID, role: str, state: str,
-    channel: str | None,
-) -> None:
-    # A delivery report may overtake its request (different topics); it then creates the row.
-    await conn.execute(
-        "INSERT INTO incident_notifications (notification_id, incident_id, recipient_role, state, channel, updated_at)"
-        " SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM incidents WHERE id = $2)"
-        " ON CONFLICT (notification_id) DO UPDATE SET state = excluded.state, channel = excluded.channel,"
-        " updated_at = excluded.updated_at",
-        notification_id, incident_id, role, state, channel, event.time,
-    )
-
-
-async def on_notification_delivered(event: CloudEvent, conn: Connection) -> None:
-    d = NotificationDelivered.model_validate(event.data)
-    await _notification_outcome(conn, event, d.notification_id, UUID(d.incident_id), d.recipient_role, "delivered",
-                                d.channel.value)
-
-
-async def on_notification_failed(event: CloudEvent, conn: Connection) -> None:
-    f = NotificationFailed.model_validate(event.data)
-    await _notification_outcome(conn, event, f.notification_id, UUID(f.incident_id), f.recipient_role, "failed",
-                                None)
+async def on_notification_outcome(events: Sequence[CloudEvent], conn: Connection) -> None:
+    """notifications.delivered and notifications.failed, together: the last outcome of a notification stands."""
+    latest: dict[str, tuple[object, ...]] = {}
+    for event in events:
+        if event.type is EventType.NOTIFICATION_DELIVERED:
+            d = NotificationDelivered.model_validate(event.data)
+            latest[d.notification_id] = (d.notification_id, UUID(d.incident_id), d.recipient_role, "delivered",
+                                         d.channel.value, event.time)
+        elif event.type is EventType.NOTIFICATION_FAILED:
+            f = NotificationFailed.model_validate(event.data)
+            latest[f.notification_id] = (f.notification_id, UUID(f.incident_id), f.recipient_role, "failed", None,
+                                         event.time)
+        else:
+            raise ValueError(f"not a notification outcome: {event.type}")
+    await conn.execute(_OUTCOMES, *unnest_columns(latest.values()))
 
 
 async def on_acknowledged(event: CloudEvent, conn: Connection) -> None:
@@ -100,12 +120,13 @@ async def on_action_recorded(event: CloudEvent, conn: Connection) -> None:
 
 
 def handlers() -> dict[str, Handler]:
+    outcomes = BatchedHandler(on_notification_outcome)
     return {
-        Topic.INCIDENTS_TRIAGED.value: on_triaged,
-        Topic.INCIDENTS_ESCALATED.value: on_escalated,
-        Topic.NOTIFICATIONS_REQUESTED.value: on_notification_requested,
-        Topic.NOTIFICATIONS_DELIVERED.value: on_notification_delivered,
-        Topic.NOTIFICATIONS_FAILED.value: on_notification_failed,
+        Topic.INCIDENTS_TRIAGED.value: BatchedHandler(on_triaged),
+        Topic.INCIDENTS_ESCALATED.value: BatchedHandler(on_escalated),
+        Topic.NOTIFICATIONS_REQUESTED.value: BatchedHandler(on_notification_requested),
+        Topic.NOTIFICATIONS_DELIVERED.value: outcomes,
+        Topic.NOTIFICATIONS_FAILED.value: outcomes,
         Topic.INCIDENTS_ACKNOWLEDGED.value: on_acknowledged,
         Topic.INCIDENTS_ACTIONS.value: on_action_recorded,
     }

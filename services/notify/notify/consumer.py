@@ -3,16 +3,22 @@ after this transaction has committed, so a slow provider never holds a consumer 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import ValidationError
 
-from common.consumer import Handler
+from common.consumer import BatchedHandler, Handler
 from common.contracts import IncidentAcknowledged, NotificationRequested
-from common.db import Connection
+from common.db import Connection, unnest_columns
 from common.events import Clock, CloudEvent, describe_problems, utc_now
 
+# A poll's requests in one statement; a notification already known (or twice in the batch) keeps its first request.
 _INSERT = (
     "INSERT INTO deliveries (notification_id, incident_id, school_id, event_id, correlation_id, request,"
-    " next_attempt_at, received_at, requested_at) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $7, $8)"
+    " next_attempt_at, received_at, requested_at)"
+    " SELECT r.notification_id, r.incident_id, r.school_id, r.event_id, r.correlation_id, r.request::jsonb, $7, $7,"
+    " r.requested_at FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+    " $8::timestamptz[]) AS r(notification_id, incident_id, school_id, event_id, correlation_id, request, requested_at)"
     " ON CONFLICT (notification_id) DO NOTHING"
 )
 # The same, and the NOTIFY that wakes the delivery loop at commit, in one round trip instead of two.
@@ -38,22 +44,26 @@ def parse_request(data: dict[str, object]) -> NotificationRequested:
         raise InvalidRequest(f"not a valid notification request: {problems}") from None
 
 
-def requested_handler(clock: Clock = utc_now, wake_channel: str | None = None) -> Handler:
-    """The handler for notifications.requested. A request redelivered, or re-sent under a new event id
-    with the same notification id, inserts nothing: the notification is sent at most once."""
+def requested_handler(clock: Clock = utc_now, wake_channel: str | None = None) -> BatchedHandler:
+    """The handler for notifications.requested, a poll's batch at a time. A request redelivered, or re-sent under
+    a new event id with the same notification id, inserts nothing: the notification is sent at most once."""
 
-    async def handle(event: CloudEvent, conn: Connection) -> None:
-        request = parse_request(event.data)
-        row = (
-            request.notification_id, request.incident_id, request.school_id, event.id, event.correlationid,
-            request.model_dump_json(), clock(), event.time,
-        )
+    async def handle(events: Sequence[CloudEvent], conn: Connection) -> None:
+        first: dict[str, tuple[object, ...]] = {}
+        for event in events:
+            request = parse_request(event.data)
+            first.setdefault(request.notification_id, (
+                request.notification_id, request.incident_id, request.school_id, event.id, event.correlationid,
+                request.model_dump_json(), event.time,
+            ))
+        columns = unnest_columns(first.values())
+        args = [*columns[:6], clock(), columns[6]]
         if wake_channel is None:
-            await conn.execute(_INSERT, *row)
+            await conn.execute(_INSERT, *args)
         else:  # the NOTIFY is delivered at commit: the delivery loop starts at once
-            await conn.execute(_INSERT_AND_WAKE, *row, wake_channel)
+            await conn.execute(_INSERT_AND_WAKE, *args, wake_channel)
 
-    return handle
+    return BatchedHandler(handle)
 
 
 def acknowledged_handler() -> Handler:

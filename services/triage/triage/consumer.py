@@ -1,7 +1,7 @@
 """Triage's event handlers: a report is classified, planned, stored and its first notices requested;
 acknowledgements, actions and failed notices move the stored escalation on. Each runs in the consumer's
-transaction (inbox + outbox), so an event handled twice has one effect. Reports come a partition batch at a
-time and are written set-wise (`triage.new_incidents`)."""
+transaction (inbox + outbox), so an event handled twice has one effect. Reports come a poll's batch at a time
+and are written set-wise (`triage.new_incidents`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import structlog
 from asyncpg import Record
 
-from common.consumer import BatchedRawHandler, Delivery, Handler, RawHandler
+from common.consumer import BatchedHandler, Handler
 from common.contracts import (
     ActionKind,
     IncidentAcknowledged,
@@ -20,7 +20,7 @@ from common.contracts import (
     NotificationFailed,
 )
 from common.db import Connection
-from common.events import CloudEvent, MalformedEvent
+from common.events import CloudEvent
 from common.topics import Topic
 from triage.chain import next_step
 from triage.classify import classify
@@ -41,32 +41,16 @@ class TriageHandlers:
         self.reminder_min_period = reminder_min_period
 
     def handlers(self) -> Mapping[str, Handler]:
-        """Every topic triage consumes, each as a per-event handler."""
+        """Every topic triage consumes: reports a poll's batch at a time (a malformed one fails the batch, which
+        the runner then re-runs one report at a time to dead-letter it alone), the others one event at a time."""
         return {
-            Topic.INCIDENTS_REPORTED.value: self.on_reported,
+            Topic.INCIDENTS_REPORTED.value: BatchedHandler(self.triage_reports),
             Topic.INCIDENTS_ACKNOWLEDGED.value: self.on_acknowledged,
             Topic.INCIDENTS_ACTIONS.value: self.on_action,
             Topic.NOTIFICATIONS_FAILED.value: self.on_notification_failed,
         }
 
-    def raw_handlers(self) -> Mapping[str, RawHandler]:
-        """What the consumer runs instead of `handlers()` for a topic: reports a partition batch at a time."""
-        return {Topic.INCIDENTS_REPORTED.value: BatchedRawHandler(self.on_reported_batch)}
-
     # --- incidents.reported -------------------------------------------------------------------------------
-
-    async def on_reported(self, event: CloudEvent, conn: Connection) -> None:
-        await self.triage_reports([event], conn)
-
-    async def on_reported_batch(self, deliveries: Sequence[Delivery], conn: Connection) -> None:
-        """A partition batch of fresh reports (the runner's `BatchedRawHandler`): a malformed one fails the
-        batch, which the runner then re-runs one report at a time to dead-letter it alone."""
-        events = []
-        for d in deliveries:
-            if d.event is None:
-                raise MalformedEvent(d.error or "malformed")
-            events.append(d.event)
-        await self.triage_reports(events, conn)
 
     async def triage_reports(self, events: Sequence[CloudEvent], conn: Connection) -> None:
         """Classify and plan each report, then write the new incidents set-wise and apply any early signals."""

@@ -43,12 +43,9 @@ class TriageRuntime(Runtime):
             grace=timedelta(seconds=settings.timer_grace_seconds), poll_seconds=settings.timer_poll_seconds,
         )
         background: list[BackgroundLoop] = [self._timer_loop] if run_timer_loop else []
-        # Reports are consumed a partition batch at a time; the other topics one event at a time.
-        raw = self.triage.raw_handlers() if consume else {}
-        handlers = {t: h for t, h in self.triage.handlers().items() if t not in raw} if consume else {}
         super().__init__(ServiceSpec(
             settings=settings, migrations=load_migrations("triage.migrations"),
-            handlers=handlers, raw_handlers=raw, background=background,
+            handlers=self.triage.handlers() if consume else {}, background=background,
         ))
 
     async def _timer_loop(self, runtime: Runtime, stop: asyncio.Event) -> None:

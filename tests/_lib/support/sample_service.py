@@ -10,7 +10,9 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Sequence
 
+from common.consumer import BatchedHandler
 from common.db import Connection, Migration
 from common.events import CloudEvent
 from common.runtime import Runtime, ServiceSpec
@@ -36,6 +38,17 @@ async def record_effect(event: CloudEvent, conn: Connection) -> None:
     )
 
 
+async def record_effects(events: Sequence[CloudEvent], conn: Connection) -> None:
+    """`record_effect` for a batch at once (a `BatchedHandler`), with one statement."""
+    if any(event.data.get("mark") == POISON_MARK for event in events):
+        raise ValueError("this event is poison by design")
+    await conn.execute(
+        "INSERT INTO effects (event_id, n) SELECT e, count(*) FROM unnest($1::text[]) AS e GROUP BY e"
+        " ON CONFLICT (event_id) DO UPDATE SET n = effects.n + excluded.n",
+        [event.id for event in events],
+    )
+
+
 def settings_for(isolation: str, admin_dsn: str, bootstrap: str) -> ServiceSettings:
     return ServiceSettings(
         service_name="sample", db_schema=f"{isolation}_sample", database_url=admin_dsn,
@@ -43,8 +56,9 @@ def settings_for(isolation: str, admin_dsn: str, bootstrap: str) -> ServiceSetti
     )
 
 
-def sample_runtime(settings: ServiceSettings) -> Runtime:
-    return Runtime(ServiceSpec(settings, [EFFECTS], handlers={"incidents.reported": record_effect}))
+def sample_runtime(settings: ServiceSettings, *, batched: bool = False) -> Runtime:
+    handler = BatchedHandler(record_effects) if batched else record_effect
+    return Runtime(ServiceSpec(settings, [EFFECTS], handlers={"incidents.reported": handler}))
 
 
 async def _worker(isolation: str, admin_dsn: str, bootstrap: str) -> None:
