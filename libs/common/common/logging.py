@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator, MutableMapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -76,32 +76,24 @@ def _stdout_logger(*_: Any) -> _StdoutLogger:
 _STDOUT_LOGGER = _StdoutLogger()
 
 
-@contextmanager
-def event_context(event: CloudEvent) -> Iterator[None]:
-    """Bind the event's ids to every log line and arm redaction with the values it carries.
-
-    Runs for every event a service handles, so it binds and resets the context variables by token
-    (structlog's `bound_contextvars` first copies the whole context to find what to restore)."""
-    found = sensitive_values(event.data)
-    token = _sensitive.set(_sensitive.get() | found) if found else None
-    bound = structlog.contextvars.bind_contextvars(
-        event_id=event.id, incident_id=event.subject, school=event.schoolid, event_type=event.type.value
-    )
-    try:
-        yield
-    finally:
-        structlog.contextvars.reset_contextvars(**bound)
-        if token is not None:
-            _sensitive.reset(token)
+def event_context(event: CloudEvent) -> AbstractContextManager[None]:
+    """Bind the event's ids to every log line and arm redaction with the values it carries."""
+    return _handling(sensitive_values(event.data), event_id=event.id, incident_id=event.subject,
+                     school=event.schoolid, event_type=event.type.value)
 
 
-@contextmanager
-def events_context(events: Sequence[CloudEvent]) -> Iterator[None]:
+def events_context(events: Sequence[CloudEvent]) -> AbstractContextManager[None]:
     """`event_context` for a batch handled at once: redaction armed with the values every event carries, and the
     batch's size bound to each log line (one event's ids would mislabel the others)."""
-    found = frozenset().union(*(sensitive_values(e.data) for e in events))
+    return _handling(set().union(*(sensitive_values(e.data) for e in events)), events=len(events))
+
+
+@contextmanager
+def _handling(found: set[str], **context: Any) -> Iterator[None]:
+    """Runs for every event or batch a service handles, so it binds and resets the context variables by token
+    (structlog's `bound_contextvars` first copies the whole context to find what to restore)."""
     token = _sensitive.set(_sensitive.get() | found) if found else None
-    bound = structlog.contextvars.bind_contextvars(events=len(events))
+    bound = structlog.contextvars.bind_contextvars(**context)
     try:
         yield
     finally:
