@@ -39,6 +39,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
 )
 
+
 def unnest_columns(rows: Iterable[Sequence[object]]) -> list[list[object]]:
     """Rows as the arrays a set-wise statement's `unnest($1::t[], $2::u[], ...)` takes, one per column."""
     return [list(column) for column in zip(*rows, strict=True)]
