@@ -9,13 +9,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common.kafka import Publisher, ensure_topics
 
+Stored = dict[tuple[str, int, int], tuple[bytes, bytes]]
 
-async def _everything(bootstrap: str, topics: list[str], partitions: int, expect: int) -> dict[tuple[str, int, int],
-                                                                                                 tuple[bytes, bytes]]:
+
+async def _everything(bootstrap: str, topics: list[str], partitions: int, expect: int) -> Stored:
     """(topic, partition, offset) -> (key, value) for every record the broker holds on `topics`."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    seen: dict[tuple[str, int, int], tuple[bytes, bytes]] = {}
+    seen: Stored = {}
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
         consumer.assign(tps)

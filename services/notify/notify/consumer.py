@@ -16,9 +16,9 @@ from common.events import Clock, CloudEvent, describe_problems, utc_now
 _INSERT = (
     "INSERT INTO deliveries (notification_id, incident_id, school_id, event_id, correlation_id, request,"
     " next_attempt_at, received_at, requested_at)"
-    " SELECT r.notification_id, r.incident_id, r.school_id, r.event_id, r.correlation_id, r.request::jsonb, $7, $7,"
+    " SELECT r.notification_id, r.incident_id, r.school_id, r.event_id, r.correlation_id, r.request::jsonb, $8, $8,"
     " r.requested_at FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-    " $8::timestamptz[]) AS r(notification_id, incident_id, school_id, event_id, correlation_id, request, requested_at)"
+    " $7::timestamptz[]) AS r(notification_id, incident_id, school_id, event_id, correlation_id, request, requested_at)"
     " ON CONFLICT (notification_id) DO NOTHING"
 )
 # The same, and the NOTIFY that wakes the delivery loop at commit, in one round trip instead of two.
@@ -56,8 +56,7 @@ def requested_handler(clock: Clock = utc_now, wake_channel: str | None = None) -
                 request.notification_id, request.incident_id, request.school_id, event.id, event.correlationid,
                 request.model_dump_json(), event.time,
             ))
-        columns = unnest_columns(first.values())
-        args = [*columns[:6], clock(), columns[6]]
+        args = [*unnest_columns(first.values()), clock()]
         if wake_channel is None:
             await conn.execute(_INSERT, *args)
         else:  # the NOTIFY is delivered at commit: the delivery loop starts at once
