@@ -7,6 +7,7 @@ and so that a JSON body is searched for media in every field, including ones the
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -27,10 +28,35 @@ from intake.problems import (
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _MEDIA_TYPES = ("multipart/", "image/", "video/", "audio/")
 
+# For `plainly_clean`: printable ASCII and the line breaks; base64 characters as "a", everything else as " ".
+_PLAIN_TEXT = bytes(range(0x20, 0x7F)) + b"\t\n\r"
+_BASE64_AS_A = bytes(ord("a") if re.fullmatch(imagery.BASE64_CHAR, chr(i)) else ord(" ") for i in range(256))
+_BASE64_RUN_AS_A = b"a" * imagery.MIN_BASE64_RUN
+_MAX_PLAIN_BRACKETS = 64
+
 
 def is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def plainly_clean(body: bytes) -> bool:
+    """True when a JSON body holds nothing `check_document` refuses, seen from its bytes without parsing them: a
+    few scans in C instead of `json.loads` and a walk over every string (~4 us against ~30 us for a report).
+
+    Without a backslash there are no escapes, so every string of the document, keys included, is a slice of the
+    body as it stands. Then: printable ASCII only leaves no raw bytes, NUL or surrogates in any string; no
+    "data:" (in any case) leaves no data: URI; no run of MIN_BASE64_RUN base64 characters leaves no base64 run (a
+    run cannot cross a quote), and MIME-style base64 lines need a line break inside a string, which JSON can only
+    write as an escape; and a body with few brackets cannot nest deeply enough to exhaust the recursion. Any
+    other body, including one that only looks suspicious outside its strings, gets the full check."""
+    return (
+        not body.translate(None, _PLAIN_TEXT)
+        and b"\\" not in body
+        and b"data:" not in body.lower()
+        and _BASE64_RUN_AS_A not in body.translate(_BASE64_AS_A)
+        and body.count(b"[") + body.count(b"{") <= _MAX_PLAIN_BRACKETS
+    )
 
 
 def check_document(document: Any) -> None:
@@ -102,6 +128,8 @@ class BodyGuard:
             raise UnsupportedMediaType(
                 f"Content-Type {content_type or '(none)'} is not accepted: send application/json."
             )
+        if plainly_clean(body):
+            return body  # the full check below would pass it (and what is not JSON, the endpoint's parser names)
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):

@@ -20,7 +20,9 @@ MIN_BASE64_RUN = 40
 LONG_BINARY_RUN = 2048
 
 _DATA_URI = re.compile(r"data:[a-z0-9.+-]+/[a-z0-9.+-]+(?:;[a-z0-9.+=-]+)*,", re.IGNORECASE)
-_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{" + str(MIN_BASE64_RUN) + r",}={0,2}")
+# One character of base64 or base64url.
+BASE64_CHAR = r"[A-Za-z0-9+/_-]"
+_BASE64_RUN = re.compile(BASE64_CHAR + "{" + str(MIN_BASE64_RUN) + r",}={0,2}")
 # MIME-style base64: lines of base64 separated by line breaks.
 _BASE64_LINES = re.compile(r"(?:[A-Za-z0-9+/]{16,}={0,2}[ \t]*\r?\n[ \t]*)+[A-Za-z0-9+/]*={0,2}")
 
