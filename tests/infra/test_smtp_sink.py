@@ -11,7 +11,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from devstack.ports import free_port, wait_for_port
-from devstack.smtp_sink import message_filename, message_paths, read_messages, running_sink, store_message
+from devstack.smtp_sink import (
+    message_filename,
+    message_id_of,
+    message_paths,
+    read_messages,
+    running_sink,
+    store_message,
+)
 
 
 def _message(message_id: str = "<notification-0001@escalation.example>") -> EmailMessage:
@@ -64,6 +71,15 @@ def test_file_names_sort_by_arrival_and_cannot_escape_the_folder() -> None:
     assert name == "20260102T030405.000006Z-etc_passwd@x.eml"
     assert "/" not in message_filename("</>")
     assert message_filename(None).split("-", 1)[1].startswith("no-message-id-")
+
+
+def test_the_message_id_is_read_from_the_headers_however_it_is_written() -> None:
+    assert message_id_of(_message().as_bytes()) == "<notification-0001@escalation.example>"
+    assert message_id_of(b"Subject: x\r\nmessage-ID:\r\n <folded@x>\r\nTo: y\r\n\r\nbody") == "<folded@x>"
+    assert message_id_of(b"Subject: x\nMESSAGE-ID: <unix@x>\n\nbody") == "<unix@x>"
+    # A Message-ID line in the body is not the message's.
+    assert message_id_of(b"Subject: x\r\n\r\nMessage-ID: <in-the-body@x>\r\n") is None
+    assert message_filename(message_id_of(b"message-ID:\r\n <folded@x>\r\n\r\n")).endswith("-folded@x.eml")
 
 
 def test_reading_a_folder_that_does_not_exist_yet_gives_no_messages(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ else. A repeated Message-ID (a resend) is kept as a second file: deduplication i
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import email
 import email.policy
@@ -20,7 +21,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.parser import BytesHeaderParser
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -30,6 +30,9 @@ from aiosmtpd.controller import Controller
 SUFFIX = ".eml"
 _TMP = ".incoming"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]+")
+# The Message-ID header line with any folded continuation lines.
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_FOLD = re.compile(rb"\r?\n[ \t]+")
 
 
 def message_filename(message_id: str | None, now: datetime | None = None) -> str:
@@ -39,9 +42,16 @@ def message_filename(message_id: str | None, now: datetime | None = None) -> str
     return f"{stamp}-{cleaned or 'no-message-id-' + uuid.uuid4().hex}{SUFFIX}"
 
 
+def message_id_of(raw: bytes) -> str | None:
+    """The Message-ID of a raw message, read from its header block alone (the email package's header parser was
+    a sixth of the sink's CPU per message)."""
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    found = _MESSAGE_ID.search(raw, 0, min(ends) if ends else len(raw))
+    return None if found is None else _FOLD.sub(b" ", found.group(1)).strip().decode("ascii", "replace")
+
+
 def store_message(directory: Path, raw: bytes, mail_from: str = "", rcpt_tos: tuple[str, ...] = ()) -> Path:
     """Write one message atomically and return its path. Never overwrites an earlier message."""
-    headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
     envelope = f"X-Envelope-From: <{mail_from}>\r\nX-Envelope-To: {', '.join(rcpt_tos)}\r\n".encode()
     tmp_dir = directory / _TMP
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -49,7 +59,7 @@ def store_message(directory: Path, raw: bytes, mail_from: str = "", rcpt_tos: tu
     # No fsync: this is a development and test sink, and a reader needs a whole file, not one that survives a
     # power cut. An fsync took ~2-5 ms here and blocked the sink's event loop for every message under load.
     tmp.write_bytes(envelope + raw)
-    name = message_filename(headers.get("Message-ID"))
+    name = message_filename(message_id_of(raw))
     try:
         for attempt in range(1000):
             target = directory / (name if attempt == 0 else name.replace(SUFFIX, f"-{attempt}{SUFFIX}"))
@@ -95,12 +105,22 @@ class MailFolderHandler:
         return f"250 OK stored as {path.name}"
 
 
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (it comes with uvicorn[standard], as the services run): a tenth less CPU per
+    message than asyncio's own loop, measured with 2,000 messages on 8 kept connections."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 @contextlib.contextmanager
 def running_sink(directory: str | os.PathLike[str], port: int, host: str = "127.0.0.1") -> Iterator[Controller]:
     """Run the sink in a background thread for the duration of a `with` block."""
     controller = Controller(
         MailFolderHandler(Path(directory)), hostname=host, port=port, enable_SMTPUTF8=True,
-        server_hostname="devstack-smtp-sink",
+        server_hostname="devstack-smtp-sink", loop=_event_loop(),
     )
     controller.start()
     try:
