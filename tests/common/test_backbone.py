@@ -277,3 +277,26 @@ async def test_an_event_committed_while_the_relay_lock_is_held_elsewhere_goes_ou
     finally:
         await holder.close()
         await runtime.stop()
+
+
+async def test_event_values_of_a_few_kilobytes_stay_in_the_outbox_row_uncompressed(stack, isolation):
+    """A requested or triaged event (2-3 KB) is written and read once: it is kept in the row as it is, not
+    compressed on insert and decompressed by the relay (migration 0003)."""
+    settings = settings_for(isolation, stack.admin_dsn, stack.bootstrap)
+    runtime = sample_runtime(settings)
+    await runtime.start()  # migrates the schema
+    await runtime.stop()
+    conn = await asyncpg.connect(stack.admin_dsn, server_settings={"search_path": settings.schema_name})
+    try:
+        event = report_event(1, description="a description that repeats itself " * 100)  # ~3.5 KB, compressible
+        async with conn.transaction():
+            await enqueue(conn, [event])
+        raw, stored, toasted = await conn.fetchrow(
+            "SELECT octet_length(value), pg_column_size(value), pg_relation_size(reltoastrelid)"
+            " FROM outbox, pg_class WHERE pg_class.oid = 'outbox'::regclass"
+        )
+        assert raw == len(event.to_bytes()) > 3000
+        assert stored == raw + 4  # a plain varlena header: neither compressed nor moved out of the row
+        assert toasted == 0
+    finally:
+        await conn.close()
