@@ -44,7 +44,7 @@ def message_filename(message_id: str | None, now: datetime | None = None) -> str
 
 def message_id_of(raw: bytes) -> str | None:
     """The Message-ID of a raw message, read from its header block alone (the email package's header parser was
-    a sixth of the sink's CPU per message)."""
+    6% of the sink's samples in a py-spy profile of 3,000 messages)."""
     ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
     found = _MESSAGE_ID.search(raw, 0, min(ends) if ends else len(raw))
     return None if found is None else _FOLD.sub(b" ", found.group(1)).strip().decode("ascii", "replace")
