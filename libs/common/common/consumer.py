@@ -303,10 +303,9 @@ class ConsumerRunner:
         if raw is not None:
             await raw(d, conn)
             return
-        if d.event is None:
-            raise MalformedEvent(d.error or "malformed")
-        with event_context(d.event):
-            await self._handlers[d.topic](d.event, conn)
+        event = _event_of(d)
+        with event_context(event):
+            await self._handlers[d.topic](event, conn)
 
     @staticmethod
     async def _dispatch_batch(
@@ -315,11 +314,7 @@ class ConsumerRunner:
         if isinstance(handler, BatchedRawHandler):
             await handler.handle_batch(deliveries, conn)
             return
-        events = []
-        for d in deliveries:
-            if d.event is None:
-                raise MalformedEvent(d.error or "malformed")
-            events.append(d.event)
+        events = [_event_of(d) for d in deliveries]
         with events_context(events):
             await handler.handle_batch(events, conn)
 
@@ -344,6 +339,13 @@ class ConsumerRunner:
                 conn, [(dlq_id, dead_letter_topic(d.topic), d.record.key, d.record.value or b"", headers)]
             )
         self.dead_lettered_total += 1
+
+
+def _event_of(d: Delivery) -> CloudEvent:
+    """The delivery's parsed event; a malformed record fails its handling (and is dead-lettered when alone)."""
+    if d.event is None:
+        raise MalformedEvent(d.error or "malformed")
+    return d.event
 
 
 __all__ = [

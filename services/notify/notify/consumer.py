@@ -51,11 +51,12 @@ def requested_handler(clock: Clock = utc_now, wake_channel: str | None = None) -
     async def handle(events: Sequence[CloudEvent], conn: Connection) -> None:
         first: dict[str, tuple[object, ...]] = {}
         for event in events:
-            request = parse_request(event.data)
-            first.setdefault(request.notification_id, (
-                request.notification_id, request.incident_id, request.school_id, event.id, event.correlationid,
-                request.model_dump_json(), event.time,
-            ))
+            request = parse_request(event.data)  # every one, so that a malformed request fails the batch
+            if request.notification_id not in first:
+                first[request.notification_id] = (
+                    request.notification_id, request.incident_id, request.school_id, event.id, event.correlationid,
+                    request.model_dump_json(), event.time,
+                )
         args = [*unnest_columns(first.values()), clock()]
         if wake_channel is None:
             await conn.execute(_INSERT, *args)
