@@ -70,15 +70,33 @@ class TriageHandlers:
 
     async def _apply_early_signals(self, conn: Connection, incident_ids: Sequence[str], rows: Sequence[Record]) -> None:
         """Signals that came before their report, taken from `early_signals`: applied per incident in batch order,
-        acknowledgements before actions."""
+        acknowledgements before actions, each kind in the order they came."""
         by_incident: dict[str, list[Record]] = {}
         for row in rows:
             by_incident.setdefault(row["incident_id"], []).append(row)
         for incident_id in incident_ids:
             signals = by_incident.get(incident_id, [])
-            for row in sorted(signals, key=lambda r: r["topic"] == Topic.INCIDENTS_ACTIONS.value):
+            for row in sorted(signals, key=lambda r: (r["topic"] == Topic.INCIDENTS_ACTIONS.value, r["received_at"])):
                 signal = CloudEvent.model_validate_json(row["event"])
                 await self.handlers()[row["topic"]](signal, conn)
+
+    async def apply_stranded_signals(self, conn: Connection) -> int:
+        """Early signals whose incident is stored, applied now (in the caller's transaction); returns how many.
+
+        The report's transaction takes its incident's early signals as it stores the incident, which covers every
+        signal committed before that statement. When triage runs as several members of its consumer group, the
+        report and a signal for it can be handled at the same moment by two members (their topics' partitions are
+        assigned apart): each transaction misses the other's uncommitted row, the signal is kept as early and the
+        report's transaction does not see it. Such a signal is stranded, and this is what applies it."""
+        rows = await conn.fetch(
+            "DELETE FROM early_signals e USING incidents i WHERE e.incident_id = i.id "
+            "RETURNING e.incident_id, e.topic, e.event::text AS event, e.received_at"
+        )
+        if rows:
+            incident_ids = list(dict.fromkeys(r["incident_id"] for r in rows))
+            log.info("triage.stranded_signals_applied", count=len(rows), incidents=len(incident_ids))
+            await self._apply_early_signals(conn, incident_ids, rows)
+        return len(rows)
 
     async def _early(self, conn: Connection, event: CloudEvent, topic: Topic, incident_id: str) -> None:
         """A signal for an incident not yet triaged: kept and applied when the report arrives."""

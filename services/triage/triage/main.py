@@ -7,8 +7,10 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import structlog
 from fastapi import FastAPI
 
+from common.aio import sleep_unless_stopped
 from common.db import load_migrations
 from common.events import utc_now
 from common.http import configure_logging, serve, service_app
@@ -22,6 +24,8 @@ DESCRIPTION = """Classifies every reported incident, plans its escalation from t
 keeps escalating (timers in PostgreSQL) until someone acknowledges. It has no API of its own beyond health
 and metrics: it speaks only through events."""
 
+log = structlog.get_logger(__name__)
+
 Clock = Callable[[], datetime]
 
 
@@ -30,7 +34,7 @@ class TriageRuntime(Runtime):
 
     def __init__(
         self, settings: TriageSettings, *, policies: PolicyBook | None = None, clock: Clock = utc_now,
-        run_timer_loop: bool = True, consume: bool = True,
+        run_background: bool = True, consume: bool = True,
     ) -> None:
         # Policies are checked here, before anything starts: a bad file raises PolicyError naming where.
         self.policies = policies if policies is not None else settings.load_policies()
@@ -42,7 +46,8 @@ class TriageRuntime(Runtime):
             lambda: self.pool, clock, batch=settings.timer_batch,
             grace=timedelta(seconds=settings.timer_grace_seconds), poll_seconds=settings.timer_poll_seconds,
         )
-        background: list[BackgroundLoop] = [self._timer_loop] if run_timer_loop else []
+        self.stranded_signals_total = 0
+        background: list[BackgroundLoop] = [self._timer_loop, self._stranded_signal_loop] if run_background else []
         super().__init__(ServiceSpec(
             settings=settings, migrations=load_migrations("triage.migrations"),
             handlers=self.triage.handlers() if consume else {}, background=background,
@@ -51,11 +56,27 @@ class TriageRuntime(Runtime):
     async def _timer_loop(self, runtime: Runtime, stop: asyncio.Event) -> None:
         await self.timers.run(stop)
 
+    async def _stranded_signal_loop(self, runtime: Runtime, stop: asyncio.Event) -> None:
+        """Applies stranded early signals (`TriageHandlers.apply_stranded_signals`) at the timers' pace."""
+        while not stop.is_set():
+            try:
+                await self.apply_stranded_signals()
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive database outages
+                log.warning("triage.stranded_signals_failed", error=str(exc) or type(exc).__name__)
+            await sleep_unless_stopped(stop, self.timers.poll_seconds)
+
     async def fire_due(self, now: datetime | None = None) -> FireReport:
         return await self.timers.fire_due(now)
 
+    async def apply_stranded_signals(self) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            applied = await self.triage.apply_stranded_signals(conn)
+        self.stranded_signals_total += applied
+        return applied
+
     def metrics(self) -> dict[str, float]:
-        return {**super().metrics(), **self.timers.metrics.as_dict()}
+        return {**super().metrics(), **self.timers.metrics.as_dict(),
+                "stranded_signals_applied_total": self.stranded_signals_total}
 
 
 def create_app(settings: TriageSettings | None = None, *, clock: Clock = utc_now) -> FastAPI:

@@ -70,7 +70,8 @@ _INSERT_REMINDERS_AND_NOTICES_TAKE_SIGNALS = (
     " INSERT INTO notifications (notification_id, incident_id, kind, level, repeat, role, generation, requested_at)"
     " SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::int[], $13::int[], $14::text[], $15::int[],"
     " $16::timestamptz[]) ON CONFLICT (notification_id) DO NOTHING) "
-    "DELETE FROM early_signals WHERE incident_id = ANY($17::text[]) RETURNING incident_id, topic, event::text AS event"
+    "DELETE FROM early_signals WHERE incident_id = ANY($17::text[]) "
+    "RETURNING incident_id, topic, event::text AS event, received_at"
 )
 
 ReminderRow = tuple[str, str, str, str, str | None, datetime | None, float | None, datetime | None]

@@ -36,8 +36,8 @@ def settings_for(stack: Any, isolation: str, **extra: Any) -> TriageSettings:
 
 
 def runtime_for(stack: Any, isolation: str, clock: FakeClock, *, consume: bool = False, **extra: Any) -> TriageRuntime:
-    """A triage runtime on the test's schema; by default without consumer or timer loop (tests drive them)."""
-    return TriageRuntime(settings_for(stack, isolation, **extra), clock=clock, run_timer_loop=False, consume=consume)
+    """A triage runtime on the test's schema; by default without consumer or background loops (tests drive them)."""
+    return TriageRuntime(settings_for(stack, isolation, **extra), clock=clock, run_background=False, consume=consume)
 
 
 def csam_report(school_id: str = "school-a", **overrides: Any) -> dict[str, Any]:
