@@ -18,7 +18,9 @@ class TriageSettings(ServiceSettings):
         description="POLICY_DIR: one YAML policy per school (named after its school_id); "
         "unset: only the shipped default policy.",
     )
-    timer_poll_seconds: float = Field(default=1.0, gt=0, description="How often due timers are looked for.")
+    timer_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often due timers, and early signals stranded by scale-out, are looked for."
+    )
     timer_batch: int = Field(default=100, gt=0, description="Timers claimed per transaction.")
     timer_grace_seconds: float = Field(
         default=60.0, ge=0, description="A timer overdue by more than this is counted as late (should be 0)."
