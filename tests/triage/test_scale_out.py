@@ -41,11 +41,10 @@ def step(runtime: TriageRuntime, topic: str, event: CloudEvent) -> Step:
 async def held_open_while(runtime: TriageRuntime, first: Step, second: Step) -> None:
     """`first` in a transaction held open while `second` runs and commits in another (a second member of the
     group), then `first` commits."""
-    async with runtime.pool.acquire() as one, runtime.pool.acquire() as two:
-        async with one.transaction():
-            await first(one)
-            async with two.transaction():
-                await second(two)
+    async with runtime.pool.acquire() as one, runtime.pool.acquire() as two, one.transaction():
+        await first(one)
+        async with two.transaction():
+            await second(two)
 
 
 async def state(admin_dsn: str, schema: str, incident_id: str) -> tuple[str, list[str]]:
