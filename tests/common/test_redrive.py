@@ -39,9 +39,11 @@ def _settings(isolation: str, stack, name: str) -> ServiceSettings:
     )
 
 
-def _producer(isolation: str, stack, consumers: Iterable[str] = ("sample",)) -> Runtime:
+def _producer(isolation: str, stack, consumers: Iterable[str] = ("sample",), *, watch_seconds: float = 0.5) -> Runtime:
+    """A service that only publishes; with a long `watch_seconds` the test runs its broker watch itself."""
     names = list(consumers)
-    return Runtime(ServiceSpec(_settings(isolation, stack, "producer"), [], consumers_of=lambda _: names))
+    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": watch_seconds})
+    return Runtime(ServiceSpec(settings, [], consumers_of=lambda _: names))
 
 
 def _consumer(isolation: str, stack) -> Runtime:
@@ -148,8 +150,7 @@ async def test_events_the_broker_lost_before_they_were_consumed_are_each_process
 async def test_a_loss_is_seen_even_when_new_events_landed_on_the_lost_ones_offsets(stack, isolation):
     # After a restart the relay publishes new events at once; on a quiet topic they take the very offsets of
     # the lost ones, so "is our last record still there?" alone would be answered yes.
-    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
-    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["sample"]))
+    producer = _producer(isolation, stack, watch_seconds=3600.0)
     await producer.start()
     consumer = _consumer(isolation, stack)
     try:
@@ -191,8 +192,7 @@ async def test_a_broker_that_lost_nothing_is_not_suspected_after_a_burst_of_batc
 async def test_events_committed_out_of_id_order_are_not_taken_for_a_log_that_began_again(stack, isolation):
     # Concurrent transactions take outbox ids in one order and commit in another (notify's deliveries do, all
     # the time): the later id is published first, at the lower offset. That is the relay's order, not a lost log.
-    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
-    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["sample"]))
+    producer = _producer(isolation, stack, watch_seconds=3600.0)
     await producer.start()
     try:
         first, second = _one_per_topic(1, subject="incident-1"), _one_per_topic(2, subject="incident-1")
@@ -223,8 +223,7 @@ async def test_a_safe_point_moves_only_over_events_published_before_the_broker_w
     # The broker watch asks the broker without holding the relay lock, so the relay publishes meanwhile. Offsets
     # read during a check say nothing of events published after the outbox was read (they may be on a log that
     # began again): even offsets far past them must not carry the safe point over them.
-    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
-    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["sample"]))
+    producer = _producer(isolation, stack, watch_seconds=3600.0)
     await producer.start()
     try:
         await _publish(producer, _one_per_topic(1))
@@ -252,8 +251,7 @@ async def test_a_log_that_began_again_while_the_broker_was_asked_is_seen_under_t
     # the relay publishes meanwhile may land on a log that began again, at the offsets of rows it lost: the step
     # under the lock looks at the passes published since the outbox was read, and re-drives rather than move a
     # safe point on offsets read from the new log.
-    settings = _settings(isolation, stack, "producer").model_copy(update={"outbox_watch_seconds": 3600.0})
-    producer = Runtime(ServiceSpec(settings, [], consumers_of=lambda _: ["sample"]))
+    producer = _producer(isolation, stack, watch_seconds=3600.0)
     await producer.start()
     consumer = _consumer(isolation, stack)
     try:
@@ -438,7 +436,7 @@ async def _commit_for(stack, group: str, topics: list[str], offset: int) -> None
 async def test_the_watch_reads_the_rows_not_yet_known_safe_not_every_retained_row(stack, isolation):
     # Published rows stay for the retention period (seven days by default) and the watch looks every few seconds:
     # its statements must read by index what is not yet known safe, not the whole table (each was a full scan,
-    # 0.4-0.7 s at 300,000 rows).
+    # 0.3-0.7 s at 300,000 rows).
     producer = _producer(isolation, stack)
     await producer.start()
     await producer.stop()  # its schema, migrated; nothing else running on it

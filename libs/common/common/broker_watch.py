@@ -43,11 +43,11 @@ _BEGAN_AGAIN = "its offsets began again below ours"
 
 # The rows published and not yet known safe, per topic from its safe point on: a range of outbox_topic_id for
 # each topic, its topics found by a loose scan of the same index (one probe per topic). Written as a join on the
-# safe points, the planner read every retained row (seven days of them by default) on each check: 0.4 s a
+# safe points, the planner read every retained row (seven days of them by default) on each check: 0.3-0.4 s a
 # statement at 300,000 rows. (OFFSET 0 keeps the planner from flattening the lateral subquery back into that.
 # The range is written as row comparisons, from the topic's safe point to its last id, so that it is one range
 # of outbox_topic_id: with `o.topic = t.topic AND o.id > ...` the planner scanned the primary key from the safe
-# point, every topic's rows, 10-20 times the blocks.)
+# point, every topic's rows: 20,238 blocks against 10,130 with 10,000 rows not yet safe.)
 _UNSAFE_ROWS = (
     "WITH RECURSIVE topics AS ("
     " SELECT (SELECT min(topic) FROM outbox) AS topic"
