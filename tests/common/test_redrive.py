@@ -87,6 +87,13 @@ async def _effects_of(stack, isolation: str, events: list[CloudEvent], producer:
         raise AssertionError(f"{exc}: missing on {missing}; {seen}; broker holds {held}") from None
 
 
+async def _each_once(stack, isolation: str, events: list[CloudEvent], producer: Runtime) -> None:
+    """Every event's effect happened, and after room for a repeat to show itself, exactly once."""
+    await _effects_of(stack, isolation, events, producer)
+    await asyncio.sleep(2.0)
+    assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
+
+
 async def _safe_everywhere(stack, isolation: str) -> bool:
     [(behind,)] = await _query(
         stack,
@@ -140,9 +147,7 @@ async def test_events_the_broker_lost_before_they_were_consumed_are_each_process
         await _publish(producer, unconsumed)  # on the broker, acknowledged, and nobody has read them yet
         await pipeline.restart_broker_then_consumer()  # ... now gone, with every committed offset
 
-        await _effects_of(stack, isolation, unconsumed, producer)
-        await asyncio.sleep(2.0)  # room for any repeat to show itself
-        assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in consumed + unconsumed}
+        await _each_once(stack, isolation, consumed + unconsumed, producer)
         assert producer.broker_watch.losses_total >= len(TOPICS)
         assert producer.broker_watch.redriven_total >= len(unconsumed)
 
@@ -164,9 +169,7 @@ async def test_a_loss_is_seen_even_when_new_events_landed_on_the_lost_ones_offse
         assert {loss.topic for loss in losses} == set(TOPICS)
 
         await consumer.start()
-        await _effects_of(stack, isolation, lost + newer, producer)
-        await asyncio.sleep(2.0)
-        assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in lost + newer}
+        await _each_once(stack, isolation, lost + newer, producer)
     finally:
         await consumer.stop()
         await producer.stop()
@@ -276,9 +279,7 @@ async def test_a_log_that_began_again_while_the_broker_was_asked_is_seen_under_t
         await watch.check_once()
 
         await consumer.start()
-        await _effects_of(stack, isolation, lost + newer, producer)
-        await asyncio.sleep(2.0)
-        assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in lost + newer}
+        await _each_once(stack, isolation, lost + newer, producer)
     finally:
         await consumer.stop()
         await producer.stop()

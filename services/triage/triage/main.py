@@ -7,14 +7,13 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import structlog
 from fastapi import FastAPI
 
-from common.aio import sleep_unless_stopped
 from common.db import load_migrations
 from common.events import utc_now
 from common.http import configure_logging, serve, service_app
 from common.runtime import BackgroundLoop, Runtime, ServiceSpec
+from common.woken_loop import run_woken_passes
 from triage.config import TriageSettings
 from triage.consumer import TriageHandlers
 from triage.policy import PolicyBook, PolicyError
@@ -23,8 +22,6 @@ from triage.timers import FireReport, Timers
 DESCRIPTION = """Classifies every reported incident, plans its escalation from the school's policy, and
 keeps escalating (timers in PostgreSQL) until someone acknowledges. It has no API of its own beyond health
 and metrics: it speaks only through events."""
-
-log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 
@@ -58,12 +55,15 @@ class TriageRuntime(Runtime):
 
     async def _stranded_signal_loop(self, runtime: Runtime, stop: asyncio.Event) -> None:
         """Applies stranded early signals (`TriageHandlers.apply_stranded_signals`) at the timers' pace."""
-        while not stop.is_set():
-            try:
-                await self.apply_stranded_signals()
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive database outages
-                log.warning("triage.stranded_signals_failed", error=str(exc) or type(exc).__name__)
-            await sleep_unless_stopped(stop, self.timers.poll_seconds)
+
+        async def one_pass() -> bool:
+            await self.apply_stranded_signals()
+            return False  # all of them at once: nothing more until the next pass
+
+        await run_woken_passes(
+            stop, one_pass, pool=lambda: self.pool, channel=None, poll_seconds=self.timers.poll_seconds,
+            failure_event="triage.stranded_signals_failed",
+        )
 
     async def fire_due(self, now: datetime | None = None) -> FireReport:
         return await self.timers.fire_due(now)
