@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import textwrap
+import time
+import urllib.parse
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -87,6 +92,10 @@ async def test_imagery_is_refused_on_actions_too(shared_client: httpx.AsyncClien
     "Hash 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 of the file (IT logged it)",
     "A long ordinary description " * 40,
     "ID3 of the pupils saw it",
+    "Data: the pupil's login was shared, see the note",
+    "The file's SHA-512: " + hashlib.sha512(b"").hexdigest(),
+    "Reference CEOP-2026-000123, crime number 44/123456/26; LADO ref LADO/26/0042",
+    "She drew <b>nothing</b> on the <svg-free> whiteboard app",
 ])
 def test_ordinary_text_is_not_mistaken_for_imagery(text: str) -> None:
     assert imagery.inspect_text(text) is None
@@ -107,3 +116,52 @@ def test_media_signatures_are_recognised_in_base64(data: bytes, kind: str) -> No
 def test_long_binary_base64_without_a_known_signature_is_file_data() -> None:
     blob = base64.b64encode(bytes((i * 37 + 11) % 256 for i in range(3000))).decode()
     assert imagery.inspect_text(blob) == "file data (base64)"
+
+
+@pytest.mark.parametrize("encode", [
+    pytest.param(lambda blob: "img-" + b64(blob), id="glued to a word"),
+    pytest.param(lambda blob: "screenshot-attached-" + b64(blob), id="glued to a longer word"),
+    pytest.param(lambda blob: "x" + b64(blob), id="one character before it"),
+    pytest.param(lambda blob: " ".join(textwrap.wrap(b64(blob), 30)), id="cut into pieces by spaces"),
+    pytest.param(lambda blob: "see\n" + "\n".join(textwrap.wrap(b64(blob), 12)), id="cut into short lines"),
+    pytest.param(lambda blob: base64.urlsafe_b64encode(blob).decode(), id="base64url"),
+    pytest.param(lambda blob: blob.hex(), id="hex"),
+])
+@pytest.mark.parametrize("blob", [tiny_png(), tiny_jpeg()], ids=["png", "jpeg"])
+def test_imagery_is_found_however_its_base64_is_placed(blob: bytes, encode: Callable[[bytes], str]) -> None:
+    assert imagery.inspect_text(encode(blob)) is not None
+
+
+@pytest.mark.parametrize("text", [
+    "data:," + urllib.parse.quote(tiny_png()),
+    "data:;base64," + b64(tiny_png()),
+    '<svg xmlns="http://www.w3.org/2000/svg" width="10"><rect/></svg>',
+])
+def test_data_uris_without_a_media_type_and_svg_markup_are_imagery(text: str) -> None:
+    assert imagery.inspect_text(text) is not None
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param("QUFB" * 16_000, id="base64 of text, no line break"),
+    pytest.param(("QUFB" * 20 + "\n") * 780, id="base64 lines of text"),
+    pytest.param("ab " * 21_000, id="short words"),
+    pytest.param("UklGRgAAAAAA" * 5_300, id="a file's encoded start, over and over"),
+])
+def test_a_64_kib_string_is_checked_in_linear_time(text: str) -> None:
+    """The guard checks every string before the caller is authenticated. Its MIME-lines pattern backtracked
+    quadratically over a base64 run without a line break: 8,000 characters took 1.4 s, 64 KiB about a minute."""
+    started = time.perf_counter()
+    imagery.inspect_text(text)
+    assert time.perf_counter() - started < 1.0
+
+
+async def test_an_unauthenticated_body_built_to_be_slow_is_answered_at_once(
+    shared_client: httpx.AsyncClient,
+) -> None:
+    body = json.dumps({"description": "QUFB" * 15_000}).encode()
+    started = time.perf_counter()
+    response = await shared_client.post(
+        "/v1/incidents", content=body, headers={"content-type": "application/json"}, timeout=30.0
+    )
+    assert response.status_code == 401, response.text
+    assert time.perf_counter() - started < 5.0

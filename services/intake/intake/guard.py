@@ -33,6 +33,7 @@ _PLAIN_TEXT = bytes(range(0x20, 0x7F)) + b"\t\n\r"
 _BASE64_AS_A = bytes(ord("a") if re.fullmatch(imagery.BASE64_CHAR, chr(i)) else ord(" ") for i in range(256))
 _BASE64_RUN_AS_A = b"a" * imagery.MIN_BASE64_RUN
 _MAX_PLAIN_BRACKETS = 64
+_ENCODED_STARTS = tuple(start.encode() for start in imagery.ENCODED_STARTS)
 
 
 def is_json(content_type: str) -> bool:
@@ -46,14 +47,19 @@ def plainly_clean(body: bytes) -> bool:
 
     Without a backslash there are no escapes, so every string of the document, keys included, is a slice of the
     body as it stands. Then: printable ASCII only leaves no raw bytes, NUL or surrogates in any string; no
-    "data:" (in any case) leaves no data: URI; no run of MIN_BASE64_RUN base64 characters leaves no base64 run (a
-    run cannot cross a quote), and MIME-style base64 lines need a line break inside a string, which JSON can only
-    write as an escape; and a body with few brackets cannot nest deeply enough to exhaust the recursion. Any
+    "data:" or "<svg" (in any case) leaves no data: URI or SVG markup; no run of MIN_BASE64_RUN base64 characters
+    leaves no base64 or hex run (a run cannot cross a quote), and MIME-style base64 lines need a line break inside a
+    string, which JSON can only write as an escape; no file's encoded start once spaces are taken out leaves no
+    base64 cut into pieces; and a body with few brackets cannot nest deeply enough to exhaust the recursion. Any
     other body, including one that only looks suspicious outside its strings, gets the full check."""
+    lowered = body.lower()
+    compact = body.translate(None, b" \t")
     return (
         not body.translate(None, _PLAIN_TEXT)
         and b"\\" not in body
-        and b"data:" not in body.lower()
+        and b"data:" not in lowered
+        and b"<svg" not in lowered
+        and not any(start in compact for start in _ENCODED_STARTS)
         and _BASE64_RUN_AS_A not in body.translate(_BASE64_AS_A)
         and body.count(b"[") + body.count(b"{") <= _MAX_PLAIN_BRACKETS
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,12 +20,22 @@ MIN_BASE64_RUN = 40
 # A run this long that decodes to binary is file data whatever its signature.
 LONG_BINARY_RUN = 2048
 
-_DATA_URI = re.compile(r"data:[a-z0-9.+-]+/[a-z0-9.+-]+(?:;[a-z0-9.+=-]+)*,", re.IGNORECASE)
+# RFC 2397: the media type is optional ("data:,..." and "data:;base64,..." are text/plain); something must follow.
+_DATA_URI = re.compile(r"data:(?:[a-z0-9.+-]+/[a-z0-9.+-]+)?(?:;[a-z0-9.+=-]+)*,(?=\S)", re.IGNORECASE)
+# SVG markup is an image even when it is written out as text.
+_SVG_MARKUP = re.compile(r"<svg[\s>/]", re.IGNORECASE)
 # One character of base64 or base64url.
 BASE64_CHAR = r"[A-Za-z0-9+/_-]"
 _BASE64_RUN = re.compile(BASE64_CHAR + "{" + str(MIN_BASE64_RUN) + r",}={0,2}")
-# MIME-style base64: lines of base64 separated by line breaks.
-_BASE64_LINES = re.compile(r"(?:[A-Za-z0-9+/]{16,}={0,2}[ \t]*\r?\n[ \t]*)+[A-Za-z0-9+/]*={0,2}")
+# One line of MIME-style base64 (lines of base64 separated by line breaks), matched a line at a time: a pattern
+# spanning the lines backtracked quadratically over a long run without a line break (64 KiB: about a minute).
+_BASE64_LINE = re.compile(r"[ \t]*([A-Za-z0-9+/]{16,}={0,2})[ \t]*")
+_BASE64_LAST_LINE = re.compile(r"[ \t]*([A-Za-z0-9+/]*={0,2})[ \t]*")
+# Enough base64 after a file's encoded start to hold what `sniff` reads (256 bytes).
+_ENCODED_HEAD = re.compile(BASE64_CHAR + "{" + str(MIN_BASE64_RUN) + ",344}")
+_WHITESPACE = re.compile(r"\s+")
+# Hex of a whole file: longer than a SHA-512 (128 characters), so that hashes quoted in a report never qualify.
+_HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{130,}")
 
 # (offset, signature, what it is)
 _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
@@ -52,6 +63,21 @@ _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an office document"),
 )
 _RIFF_KINDS = {b"WEBP": "a WebP image", b"AVI ": "an AVI video", b"WAVE": "a WAV audio file"}
+
+
+def _encoded_starts() -> tuple[str, ...]:
+    """The base64 (and base64url) characters that every encoding of a file's signature starts with, for signatures
+    of three bytes or more (shorter ones would turn up by chance in ordinary ids and tokens)."""
+    heads = [(sig, 0) for offset, sig, _ in _SIGNATURES if offset == 0 and len(sig) >= 3] + [(b"RIFF", 0)]
+    starts = set()
+    for signature, _ in heads:
+        head = base64.b64encode(signature).decode()[: len(signature) * 8 // 6]
+        starts |= {head, head.translate(str.maketrans("+/", "-_"))}
+    return tuple(sorted(starts, key=len, reverse=True))
+
+
+ENCODED_STARTS = _encoded_starts()
+_ENCODED_START = re.compile("|".join(re.escape(h) for h in ENCODED_STARTS))
 
 
 @dataclass(frozen=True)
@@ -95,9 +121,12 @@ _NOT_TEXT = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\xff]")
 
 
 def inspect_text(text: str) -> str | None:
-    """What media or file data a string carries, or None."""
+    """What media or file data a string carries, or None. Linear in the string's length: the guard runs it on
+    every string of a body before the caller is authenticated."""
     if ":" in text and "data:" in text.lower() and _DATA_URI.search(text):
         return "a data: URI"
+    if "<" in text and _SVG_MARKUP.search(text):
+        return "an SVG image"
     if _NOT_TEXT.search(text, 0, 8):
         # Raw bytes smuggled into a JSON string (e.g. "\u0089PNG..."), not text.
         raw_kind = sniff(text[:16].encode("latin-1", "ignore"))
@@ -105,17 +134,62 @@ def inspect_text(text: str) -> str | None:
             return raw_kind
     if len(text) < MIN_BASE64_RUN:
         return None
-    for pattern in (_BASE64_RUN, _BASE64_LINES):
-        for match in pattern.finditer(text):
-            run = match.group(0)
-            decoded = _decode(run[:4096])
-            if decoded is None:
-                continue
-            kind = sniff(decoded)
-            if kind is not None:
-                return f"{kind} (base64)"
-            if len(run) >= LONG_BINARY_RUN and _looks_binary(decoded):
-                return "file data (base64)"
+    runs = (m.group(0) for m in _BASE64_RUN.finditer(text))
+    for run in itertools.chain(runs, _base64_line_blocks(text)):
+        decoded = _decode(run[:4096])
+        if decoded is None:
+            continue
+        kind = sniff(decoded)
+        if kind is not None:
+            return f"{kind} (base64)"
+        if len(run) >= LONG_BINARY_RUN and _looks_binary(decoded):
+            return "file data (base64)"
+    return _encoded_file_within(text) or _hex_file(text)
+
+
+def _base64_line_blocks(text: str) -> Iterator[str]:
+    """MIME-style base64: two or more lines, each of 16 base64 characters or more but the last, joined."""
+    if "\n" not in text:
+        return
+    block: list[str] = []
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
+        full = _BASE64_LINE.fullmatch(line)
+        if full is not None:
+            block.append(full.group(1))
+            continue
+        last = _BASE64_LAST_LINE.fullmatch(line) if block else None
+        if last is not None:
+            block.append(last.group(1))
+        if len(block) > 1:
+            yield "".join(block)
+        block = []
+    if len(block) > 1:
+        yield "".join(block)
+
+
+def _encoded_file_within(text: str) -> str | None:
+    """A file's base64 that does not start a run of its own: glued to a word before it ("img-iVBORw0..."), or cut
+    into pieces by spaces or line breaks. Only known signatures count here, at the point where one starts."""
+    compact = _WHITESPACE.sub("", text)
+    for start in _ENCODED_START.finditer(compact):
+        head = _ENCODED_HEAD.match(compact, start.start())
+        if head is None:
+            continue
+        decoded = _decode(head.group(0))
+        kind = sniff(decoded) if decoded is not None else None
+        if kind is not None:
+            return f"{kind} (base64)"
+    return None
+
+
+def _hex_file(text: str) -> str | None:
+    """A file written out in hex (its first 256 bytes are enough to know it)."""
+    for run in _HEX_RUN.finditer(text):
+        digits = run.group(0)[:512]
+        kind = sniff(bytes.fromhex(digits[: len(digits) // 2 * 2]))
+        if kind is not None:
+            return f"{kind} (hex)"
     return None
 
 
