@@ -143,7 +143,7 @@ def test_recorded_actions_close_their_reminders() -> None:
         "refer_childrens_social_care",
         "refer_at_once",
     }
-    assert reminders_closed_by(ActionKind.REFERRAL_MADE, Agency.LADO) == {"refer_lado"}
+    assert reminders_closed_by(ActionKind.REFERRAL_MADE, Agency.LADO) == {"refer_lado", "refer_lado_at_once"}
     assert reminders_closed_by(ActionKind.REFERRAL_MADE, None) == set()
     assert reminders_closed_by(ActionKind.DEVICE_SECURED, None) == {"secure_and_isolate_device"}
     assert reminders_closed_by(ActionKind.PARENTS_INFORMED, None) == {"inform_parents"}

@@ -99,6 +99,11 @@ def test_an_unknown_reminder_code_for_a_class_is_refused(tmp_path: Path) -> None
     assert f"{file}:{line}: class_reminders.allegation_about_staff[0]: unknown reminder 'refer_lad0'" in refusal(file)
 
 
+def test_a_reminder_that_supersedes_an_unknown_one_is_refused(tmp_path: Path) -> None:
+    file, line = policy_file(tmp_path, "supersedes: [refer_lado]", "supersedes: [refer_lad0]")
+    assert f"{file}:{line}: reminders.refer_lado_at_once.supersedes[0]: unknown reminder 'refer_lad0'" in refusal(file)
+
+
 def test_a_reminder_that_a_rule_raises_must_be_defined(tmp_path: Path) -> None:
     file, _ = policy_file(tmp_path, "  refer_prevent:\n", "  refer_prevent_typo:\n")
     message = refusal(file)

@@ -47,7 +47,7 @@ CASES = [
         "During a routine check the IT technician found child sexual abuse images on a staff laptop.",
         ILLEGAL,
         HEAD_AND_DSL,
-        POLICE | {"refer_iwf", "refer_lado"},
+        POLICE | {"refer_iwf", "refer_lado_at_once"},  # on school equipment: the Designated Officer at once
         [staff()],
     ),
     Case(
@@ -130,6 +130,24 @@ CASES = [
         [pupil("Year 8", age=12)],
     ),
     Case(
+        "sexting in Year 8, no age given: any of them may be 12",
+        "youth_produced_sexual_imagery",
+        "A pupil sent a nude photo of herself to a classmate.",
+        SEXTING,
+        {"dsl"},
+        DSL_REVIEW | {"refer_at_once"},
+        [pupil("Year 8")],
+    ),
+    Case(
+        "sexting in Year 9, no age given: 13 or more",
+        "youth_produced_sexual_imagery",
+        "A pupil sent a nude photo of herself to a classmate.",
+        SEXTING,
+        {"dsl"},
+        DSL_REVIEW,
+        [pupil("Year 9")],
+    ),
+    Case(
         "blackmail over a nude photo",
         "youth_produced_sexual_imagery",
         "The pupil is being blackmailed: a boy at another school threatens to share her nude photo "
@@ -145,7 +163,7 @@ CASES = [
         "Non-photographic child sexual abuse images (drawings) were found in a shared folder.",
         ILLEGAL,
         HEAD_AND_DSL,
-        POLICE | {"refer_iwf"},
+        POLICE | {"refer_iwf", "refer_lado_at_once"},  # the school's network is its equipment (000 Part Four 26)
     ),
     Case(
         "criminally obscene adult content",
@@ -410,7 +428,7 @@ CASES = [
         "Indecent images of children were found on a school laptop used by the DSL.",
         ILLEGAL,
         {"headteacher", "deputy_dsl"},
-        POLICE | {"refer_iwf", "refer_lado"},
+        POLICE | {"refer_iwf", "refer_lado_at_once"},
         [staff("DSL")],
     ),
     Case(

@@ -113,7 +113,7 @@ def classify(report: IncidentReport, rulebook: Rulebook | None = None) -> Classi
 def _facts_of(report: IncidentReport, book: Rulebook) -> _Facts:
     staff = [s for s in report.subjects if s.kind is SubjectKind.STAFF]
     roles = {book.role_of(s.staff_role) for s in staff}
-    ages = [a for s in report.subjects if (a := _oldest_possible_age(s, report.occurred_at)) is not None]
+    ages = [a for s in report.subjects if (a := _youngest_possible_age(s, report.occurred_at)) is not None]
     return _Facts(
         report=report,
         subject_kinds=frozenset(s.kind for s in report.subjects),
@@ -123,8 +123,10 @@ def _facts_of(report: IncidentReport, book: Rulebook) -> _Facts:
     )
 
 
-def _oldest_possible_age(subject: Subject, on: datetime) -> int | None:
-    """The oldest a pupil can be, from their age, date of birth or year group (Year N: at most N + 5)."""
+def _youngest_possible_age(subject: Subject, on: datetime) -> int | None:
+    """The youngest a pupil can be, from their age, date of birth or year group. A pupil in Year N is N + 4 on the
+    first of September and N + 5 by the end of the year: counting N + 4 means a Year 8 pupil counts as under 13,
+    as each of them is until their birthday in that year (uncertainty raises severity, never lowers it)."""
     if subject.kind is not SubjectKind.PUPIL:
         return None
     age: int | None = subject.age
@@ -137,9 +139,9 @@ def _oldest_possible_age(subject: Subject, on: datetime) -> int | None:
         return years
     year_group = (subject.year_group or "").strip().lower()
     if year_group in {"nursery", "reception"}:
-        return 5
+        return 3 if year_group == "nursery" else 4
     match = re.fullmatch(r"(?:year|y)\s*(\d{1,2})", year_group)
-    return int(match.group(1)) + 5 if match else None
+    return int(match.group(1)) + 4 if match else None
 
 
 def _report_fits(rule: CompiledRule, facts: _Facts) -> bool:

@@ -48,6 +48,7 @@ __all__ = [
 _REFERRAL_ALSO_CLOSES: dict[Agency, frozenset[str]] = {
     Agency.POLICE: frozenset({"refer_at_once"}),
     Agency.CHILDRENS_SOCIAL_CARE: frozenset({"refer_at_once"}),
+    Agency.LADO: frozenset({"refer_lado_at_once"}),
 }
 _ACTION_CLOSES: dict[ActionKind, frozenset[str]] = {
     ActionKind.DEVICE_SECURED: frozenset({"secure_and_isolate_device"}),

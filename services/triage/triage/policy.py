@@ -137,6 +137,9 @@ class ReminderPolicy(_Frozen):
     text: str = Field(min_length=1)
     owner: RoleName
     due: DueOffset | None = None
+    supersedes: tuple[ReminderCode, ...] = Field(
+        default=(), description="Reminders this one makes redundant when both are raised (the same referral, sooner)."
+    )
 
 
 class ClassReminders(_Frozen):
@@ -225,6 +228,9 @@ def _cross_check(policy: SchoolPolicy, rulebook: Rulebook | None) -> Iterator[tu
                 loc = ("class_reminders", incident_class.value, index)
                 yield loc, f"unknown reminder {code!r}: define it under 'reminders'"
     for code, reminder in policy.reminders.items():
+        for index, superseded in enumerate(reminder.supersedes):
+            if superseded not in policy.reminders:
+                yield ("reminders", code, "supersedes", index), f"unknown reminder {superseded!r}"
         if reminder.owner not in policy.contacts:
             yield ("reminders", code, "owner"), f"no contact for role {reminder.owner!r}"
     for role, stand_in in policy.stand_ins.items():

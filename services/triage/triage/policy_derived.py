@@ -86,13 +86,16 @@ class PolicyDerived:
 
     def reminders(self, incident_class: IncidentClass, codes: tuple[str, ...],
                   standing_aside: tuple[str, ...]) -> tuple[ReminderTemplate, ...]:
-        """The class's reminders then the rules' (each once), owned by whoever acts for a role standing aside."""
+        """The class's reminders then the rules' (each once, less those another of them supersedes), owned by
+        whoever acts for a role standing aside."""
         key = (incident_class, codes, standing_aside)
         found = self._reminders.get(key)
         if found is None:
             policy = self.policy
             templates = []
-            for code in dict.fromkeys([*policy.reminder_codes_for(incident_class), *codes]):
+            raised = dict.fromkeys([*policy.reminder_codes_for(incident_class), *codes])
+            superseded = {s for code in raised for s in policy.reminders[code].supersedes}
+            for code in (c for c in raised if c not in superseded):
                 definition = policy.reminders[code]
                 owner = acting_role(definition.owner, standing_aside, policy) or definition.owner
                 templates.append(ReminderTemplate(code, definition.text, owner, definition.due))

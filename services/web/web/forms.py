@@ -27,6 +27,8 @@ def form_for(code: str) -> tuple[str, tuple[str, ...]] | None:
     """The form a reminder gets, with the agencies it offers; None for a reminder no action records."""
     if code == "refer_at_once":
         return "referral", ("police", "childrens_social_care")
+    if code == "refer_lado_at_once":
+        return "referral", ("lado",)
     if code.startswith("refer_") and code.removeprefix("refer_") in AGENCY_LABELS:
         return "referral", (code.removeprefix("refer_"),)
     return {
