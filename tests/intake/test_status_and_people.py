@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from intake_support import ack_link, api_key, person, read_events, reported
 
 from common.events import new_event
@@ -30,6 +31,33 @@ async def test_status_for_a_non_dsl_role_has_no_pupil_identifying_fields(shared_
         assert not {"identifier", "name", "date_of_birth"} & set(subject)
         assert "description" not in view["report"]
         assert "Tilly" not in response.text and "UPN-A123" not in response.text
+
+
+async def test_status_for_a_non_dsl_role_has_no_free_text_of_the_actions(shared_client: httpx.AsyncClient) -> None:
+    """The reason parents were not informed and the outcome on closing are free text that can name a child."""
+    incident = await reported(shared_client)
+    for action in ({"action": "parents_not_informed", "reason": "Tilly's father is the alleged perpetrator"},
+                   {"action": "referral_made", "agency": "police", "reference_number": "CR-2026-4471"},
+                   {"action": "device_secured", "isolated_from_network": True}):
+        response = await shared_client.post(f"/v1/incidents/{incident}/actions", json=action, headers=person("dsl"))
+        assert response.status_code == 201, response.text
+    seen = (await shared_client.get(f"/v1/incidents/{incident}", headers=person("governor"))).json()
+    assert [a["details"] for a in seen["actions"]] == [{}, {"agency": "police"}, {"isolated_from_network": True}]
+    full = (await shared_client.get(f"/v1/incidents/{incident}", headers=person("dsl"))).json()
+    assert full["actions"][0]["details"]["reason"] == "Tilly's father is the alleged perpetrator"
+    assert full["actions"][1]["details"]["reference_number"] == "CR-2026-4471"
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+14:00", "1999-12-31T23:59:00Z", "2999-01-01T00:00:00Z"])
+async def test_an_action_dated_outside_2000_to_now_is_refused_and_not_recorded(
+    shared_client: httpx.AsyncClient, at: str
+) -> None:
+    incident = await reported(shared_client)
+    response = await shared_client.post(f"/v1/incidents/{incident}/actions", headers=person("dsl"),
+                                        json={"action": "ico_notified", "at": at})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "at"
+    assert (await shared_client.get(f"/v1/incidents/{incident}", headers=person("dsl"))).json()["actions"] == []
 
 
 async def test_status_for_dsl_headteacher_and_reporting_integration_includes_pupil_details(

@@ -9,6 +9,7 @@ from support.triage_service import (
     FakeClock,
     ack_event,
     action_event,
+    csam_report,
     escalation_notices,
     failed_event,
     fetch,
@@ -20,6 +21,8 @@ from support.triage_service import (
 )
 
 from common.topics import EventType
+
+from .builders import build_report, staff
 
 REPORTED, ACKED, ACTIONS, FAILED = "incidents.reported", "incidents.acknowledged", "incidents.actions", \
     "notifications.failed"
@@ -126,6 +129,37 @@ async def test_acknowledgement_stops_the_timers_and_a_stale_generation_does_noth
     events = await outbox(stack.admin_dsn, schema)
     assert [role for _, _, role in escalation_notices(events)] == ["headteacher", "dsl", "deputy_dsl"]
     assert len(of_type(events, EventType.INCIDENT_ESCALATED)) == 1
+
+
+async def test_an_acknowledgement_or_closure_from_outside_the_chain_does_not_stop_the_escalation(stack, isolation):
+    """DESIGN.md: governors read the log; the people an incident is escalated to acknowledge and close it. An
+    allegation about the headteacher goes to the chair of governors instead, and the headteacher's own
+    acknowledgement or closure must not stop it. (Intake refuses these once it knows the chain; this is for what it
+    accepted before it did.)"""
+    clock = FakeClock()
+    runtime = runtime_for(stack, isolation, clock)
+    schema = f"{isolation}_triage"
+    about_the_head = build_report("allegation_about_staff", "Allegation from a parent.", [staff("Head Teacher")])
+    await runtime.start()
+    try:
+        await handle(runtime, REPORTED, reported_event("inc-illegal", csam_report()))
+        await handle(runtime, REPORTED, reported_event("inc-head", about_the_head.model_dump(mode="json")))
+        for incident, role in (("inc-illegal", "governor"), ("inc-head", "headteacher"), ("inc-head", "Head Teacher")):
+            await handle(runtime, ACKED, ack_event(incident, clock.at(1), role=role))
+            await handle(runtime, ACTIONS, action_event(incident, clock.at(2), "incident_closed", role=role))
+        rows = await fetch(stack.admin_dsn, f"SELECT id, status, generation FROM {schema}.incidents ORDER BY id")  # noqa: S608
+        assert [(r["id"], r["status"], r["generation"]) for r in rows] == [("inc-head", "open", 1),
+                                                                           ("inc-illegal", "open", 1)]
+        assert (await runtime.fire_due(clock.at(15))).escalated == 1  # the illegal report's deputy DSL, on time
+        # The people in the chain do stop it: the chair of governors for the allegation about the head.
+        await handle(runtime, ACKED, ack_event("inc-head", clock.at(16), role="Chair of Governors"))
+        await handle(runtime, ACKED, ack_event("inc-illegal", clock.at(16), role="deputy_dsl"))
+        assert (await runtime.fire_due(clock.at(600))).fired == 0
+    finally:
+        await runtime.stop()
+    rows = await fetch(stack.admin_dsn, f"SELECT id, status, acknowledged_by FROM {schema}.incidents ORDER BY id")  # noqa: S608
+    assert [(r["id"], r["status"], r["acknowledged_by"]) for r in rows] == [
+        ("inc-head", "acknowledged", "Chair of Governors"), ("inc-illegal", "acknowledged", "deputy_dsl")]
 
 
 async def test_a_failed_notice_of_the_current_level_escalates_at_once(stack, isolation):

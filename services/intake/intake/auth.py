@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from common.roles import normalise_role
 from common.tokens import (
     AckLinkClaims,
     PersonClaims,
@@ -23,7 +24,7 @@ from common.tokens import (
     verify_ack_token,
     verify_person_token,
 )
-from intake.config import IntakeSettings, hash_key, normalise_role
+from intake.config import IntakeSettings, hash_key
 from intake.problems import NotAuthenticated
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from common.roles import normalise_role
 from common.settings import ServiceSettings
 
 
@@ -82,8 +83,3 @@ class IntakeSettings(ServiceSettings):  # type: ignore[misc,unused-ignore]  # my
         if len(set(ids)) != len(ids):
             raise ValueError("an integration id is listed twice")
         return self
-
-
-def normalise_role(role: str) -> str:
-    """'Deputy DSL' -> 'deputy_dsl': roles compared as the school writes them, case and spacing aside."""
-    return "_".join("".join(c if c.isalnum() else " " for c in role.lower()).split())

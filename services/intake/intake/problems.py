@@ -80,6 +80,24 @@ class IncidentNotAccessible(ProblemError):
         super().__init__("The incident does not exist, or it belongs to a school or integration you do not act for.")
 
 
+class NotInChain(ProblemError):
+    """A role the incident's escalation chain does not tell: a governor reads the log but does not stop an
+    escalation, and a headteacher who is the subject of a report is not in its chain (the chair of governors is).
+    People are not told which roles are (that would say who the report is about); the integration that reported
+    the incident is, so that it can map its users' roles."""
+
+    status = 403
+    slug = "not-in-escalation-chain"
+    title = "Only the people this incident is escalated to may acknowledge it or record its actions"
+
+    def __init__(self, role: str, chain_roles: Sequence[str] | None) -> None:
+        if chain_roles is None:
+            super().__init__(f"The role '{role}' is not one this incident is escalated to.")
+            return
+        reason = f"'{role}' is not one of the roles this incident is escalated to: {', '.join(chain_roles)}"
+        super().__init__(f"by.role: {reason}.", errors=[FieldError(field="by.role", reason=reason)])
+
+
 class NotFound(ProblemError):
     status = 404
     slug = "not-found"
@@ -239,5 +257,8 @@ def responses(*errors: type[ProblemError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the problems an endpoint can answer with."""
     out: dict[int | str, dict[str, Any]] = {}
     for e in errors:
+        if e.status in out:  # two problems share a status: the entry names both
+            out[e.status]["description"] += f"; or: {e.title}"
+            continue
         out[e.status] = {"model": Problem, "description": e.title, "content": {PROBLEM_JSON: {}}}
     return out

@@ -18,6 +18,7 @@ from common.contracts import (
 )
 from common.db import Connection, unnest_columns
 from common.events import CloudEvent
+from common.roles import chain_roles
 from common.topics import EventType, Topic
 from intake import store
 from intake.models import IncidentStatus
@@ -26,11 +27,12 @@ from intake.service import status_after
 # One statement per batch of events of a kind (each event used to take one, and at everyday rates intake handles
 # five of these per report). Events of a kind may repeat an incident or a notification within a batch: the last
 # one's values are kept, as when they were written one at a time, and levels only rise.
+# The chain's roles travel as one comma-joined text per incident (unnest flattens an array of arrays).
 _TRIAGED = (
     "UPDATE incidents SET incident_class = u.incident_class, urgency = u.urgency, updated_at = u.at,"  # noqa: S608
-    f" status = {store.forward_to(IncidentStatus.TRIAGED)}"
-    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS u(id, incident_class, urgency, at)"
-    " WHERE incidents.id = u.id"
+    f" status = {store.forward_to(IncidentStatus.TRIAGED)}, chain_roles = string_to_array(NULLIF(u.roles, ''), ',')"
+    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])"
+    " AS u(id, incident_class, urgency, at, roles) WHERE incidents.id = u.id"
 )
 # Raise each incident's escalation level (never lower it) and move its status forward to escalated.
 _ESCALATED = (
@@ -66,7 +68,9 @@ async def on_triaged(events: Sequence[CloudEvent], conn: Connection) -> None:
     latest: dict[str, tuple[object, ...]] = {}
     for event in events:
         t = IncidentTriaged.model_validate(event.data)
-        latest[t.incident_id] = (UUID(t.incident_id), t.incident_class.value, t.urgency.value, event.time)
+        latest[t.incident_id] = (
+            UUID(t.incident_id), t.incident_class.value, t.urgency.value, event.time, ",".join(chain_roles(t.chain))
+        )
     await conn.execute(_TRIAGED, *unnest_columns(latest.values()))
 
 

@@ -17,6 +17,7 @@ from common.events import Clock, CloudEvent, IdFactory, new_event, new_id, utc_n
 from common.incident import IncidentReport, sensitive_values, without_pupil_identifiers
 from common.logging import sensitive
 from common.outbox import enqueue
+from common.roles import normalise_role
 from common.topics import EventType
 from intake import store
 from intake.auth import AckLink, Integration, Person, Principal
@@ -39,6 +40,7 @@ from intake.problems import (
     IdempotencyKeyReused,
     IncidentNotAccessible,
     InvalidInput,
+    NotInChain,
     WrongSchool,
 )
 from intake.reference import ReferenceFactory, new_reference
@@ -137,10 +139,15 @@ class Intake:
         )
 
     def _check_times(self, report: IncidentReport) -> None:
-        latest = self._clock() + CLOCK_SKEW
         checks: list[tuple[str, datetime | None]] = [("occurred_at", report.occurred_at)]
         if report.evidence is not None:
             checks.append(("evidence.secured_at", report.evidence.secured_at))
+        self._check_past(checks)
+
+    def _check_past(self, checks: list[tuple[str, datetime | None]]) -> None:
+        """Times of things that happened: from 2000 to now (a far date is a typo, and a year like 0001 with an
+        offset cannot even be stored: it answered 503 as if the database were down)."""
+        latest = self._clock() + CLOCK_SKEW
         for field, value in checks:
             try:
                 ok = value is None or EARLIEST_OCCURRENCE <= value <= latest
@@ -173,7 +180,7 @@ class Intake:
             ],
             actions=[
                 ActionView(action_id=a["id"], action=a["action"], role=a["by_role"], name=a["by_name"], at=a["at"],
-                           details=json.loads(a["details"])) for a in acts
+                           details=_action_details(json.loads(a["details"]), full)) for a in acts
             ],
             notifications=[NotificationView.model_validate(dict(n)) for n in notes],
         )
@@ -219,6 +226,7 @@ class Intake:
         now = self._clock()
         async with pool.acquire() as conn, conn.transaction():
             row = await self._visible(conn, who, incident_id)
+            _may_act(who, row, by)
             if isinstance(who, AckLink):
                 spent = await conn.fetchval(
                     "INSERT INTO used_ack_tokens (token_id, incident_id, used_at) VALUES ($1, $2, $3)"
@@ -249,6 +257,7 @@ class Intake:
             reason = f"required for {body.action.value}"
             raise InvalidInput(f"{', '.join(missing)}: {reason}",
                                errors=[FieldError(field=f, reason=reason) for f in missing])
+        self._check_past([("at", body.at)])
         by, _ = self._acting(who, body.by)
         now = self._clock()
         action = IncidentActionRecorded(
@@ -263,6 +272,7 @@ class Intake:
                           at=action.at, details=details)
         async with pool.acquire() as conn, conn.transaction():
             row = await self._visible(conn, who, incident_id)
+            _may_act(who, row, by)
             if idempotency_key is not None:
                 earlier = await claim_idempotency_key(
                     conn, key_namespace(who), idempotency_key, request_hash(body, "actions", str(incident_id)),
@@ -282,6 +292,26 @@ class Intake:
             type, source=SOURCE, subject=str(incident["id"]), schoolid=incident["school_id"], data=data,
             correlationid=incident["correlation_id"], clock=self._clock, ids=self._ids,
         )
+
+
+# What every reader of an incident sees of its actions. The free text (the reason parents were not informed, the
+# outcome on closing) can name a child, as a report's description can; a crime reference opens the case.
+_ACTION_DETAILS_FOR_EVERY_READER = frozenset({"agency", "isolated_from_network"})
+
+
+def _action_details(details: dict[str, Any], pupil_details: bool) -> dict[str, Any]:
+    if pupil_details:
+        return details
+    return {k: v for k, v in details.items() if k in _ACTION_DETAILS_FOR_EVERY_READER}
+
+
+def _may_act(who: Principal, incident: asyncpg.Record, by: Acknowledger) -> None:
+    """Only the roles the incident's escalation chain tells acknowledge it and record its actions. Until triage has
+    decided the chain (a moment after the report), the credentials alone decide; triage applies the same rule to
+    what it is sent, so an acknowledgement from outside the chain never stops an escalation."""
+    roles: list[str] | None = incident["chain_roles"]
+    if roles is not None and normalise_role(by.role) not in roles:
+        raise NotInChain(by.role, roles if isinstance(who, Integration) else None)
 
 
 def status_after(action: IncidentActionRecorded) -> IncidentStatus:

@@ -18,7 +18,7 @@ from intake.models import STATUS_ORDER, IncidentAccepted, IncidentStatus
 
 INCIDENT_COLUMNS = (
     "id, reference, school_id, integration_id, correlation_id, category, risk_area, child_at_immediate_risk, "
-    "report, status, incident_class, urgency, escalation_level, received_at, updated_at, closed_at"
+    "report, status, incident_class, urgency, escalation_level, received_at, updated_at, closed_at, chain_roles"
 )
 
 

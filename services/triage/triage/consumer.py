@@ -21,13 +21,14 @@ from common.contracts import (
 )
 from common.db import Connection
 from common.events import CloudEvent
+from common.roles import normalise_role
 from common.topics import Topic
 from triage.chain import next_step
 from triage.classify import classify
 from triage.escalation import plan_escalation, reminders_closed_by
 from triage.new_incidents import CLOSABLE, PlannedIncident, store_new_incidents
 from triage.policy import PolicyBook
-from triage.state import apply_step, lock_incident
+from triage.state import IncidentState, apply_step, lock_incident
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +117,9 @@ class TriageHandlers:
             return
         if incident.status != "open":
             return
+        if not _in_chain(incident, ack.by.role):
+            log.warning("triage.acknowledgement_outside_chain", incident_id=incident.id, by_role=ack.by.role)
+            return
         # A new generation: every timer and notice carrying the old one is now stale.
         await conn.execute(
             "UPDATE incidents SET status = 'acknowledged', generation = generation + 1, next_due_at = NULL, "
@@ -131,6 +135,10 @@ class TriageHandlers:
         incident = await lock_incident(conn, action.incident_id)
         if incident is None:
             await self._early(conn, event, Topic.INCIDENTS_ACTIONS, action.incident_id)
+            return
+        if not _in_chain(incident, action.by.role):
+            log.warning("triage.action_outside_chain", incident_id=incident.id, by_role=action.by.role,
+                        action=action.action.value)
             return
         open_codes = [
             r["code"] for r in await conn.fetch(
@@ -184,3 +192,10 @@ class TriageHandlers:
 
 
 __all__ = ["CLOSABLE", "TriageHandlers"]
+
+
+def _in_chain(incident: IncidentState, role: str) -> bool:
+    """Whether the role is one the incident's chain tells. Only they stop its escalation: not a governor, and not
+    a headteacher who is the subject of the report (the chain has the chair of governors instead). Intake refuses
+    the others once it knows the chain; this holds for what it accepted before it did."""
+    return normalise_role(role) in {normalise_role(r) for level in incident.chain.levels for r in level.roles}

@@ -14,22 +14,25 @@ _TOKEN_TTL = timedelta(minutes=5)
 
 
 class ApiError(Exception):
-    """A service refused or failed; `status` is its HTTP status (0: it did not answer)."""
+    """A service refused or failed; `status` is its HTTP status (0: it did not answer), `problem` the last part of
+    its problem+json type ('not-in-escalation-chain'), when it gave one."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, problem: str = "") -> None:
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
+        self.problem = problem
 
 
-def _detail(answer: httpx.Response) -> str:
+def _refusal(answer: httpx.Response) -> ApiError:
     try:
         body = answer.json()
     except ValueError:
-        return answer.text[:500]
-    if isinstance(body, dict):
-        return str(body.get("detail") or body.get("title") or body)
-    return str(body)
+        return ApiError(answer.status_code, answer.text[:500])
+    if not isinstance(body, dict):
+        return ApiError(answer.status_code, str(body))
+    problem = str(body.get("type") or "").rsplit("/", 1)[-1]
+    return ApiError(answer.status_code, str(body.get("detail") or body.get("title") or body), problem)
 
 
 class Apis:
@@ -52,7 +55,7 @@ class Apis:
         except httpx.HTTPError as exc:
             raise ApiError(0, f"{url.split('/v1/')[0]} did not answer: {type(exc).__name__}") from exc
         if answer.status_code >= 400:
-            raise ApiError(answer.status_code, _detail(answer))
+            raise _refusal(answer)
         return answer
 
     async def audit_json(self, who: dict[str, str], path: str, params: dict[str, str] | None = None) -> Any:

@@ -128,9 +128,9 @@ async def record_action(request: Request, incident_id: str, kind: str) -> Respon
         try:
             await apis(request).record_action(who(session), incident_id, checked.body, _form_key(values))
         except ApiError as exc:
-            if exc.status in (403, 404):
+            if exc.status in (403, 404) and exc.problem != "not-in-escalation-chain":
                 raise _NOT_FOUND from None
-            if exc.status not in (400, 409, 422):
+            if exc.status not in (400, 403, 409, 422):
                 raise
             checked.errors = {"form": f"The action was not recorded: {exc.detail}"}
         else:

@@ -73,10 +73,12 @@ def ack_event(incident_id: str, at: datetime, role: str = "dsl") -> CloudEvent:
                    {"incident_id": incident_id, "by": {"role": role}, "at": at.isoformat(), "via": "link"})
 
 
-def action_event(incident_id: str, at: datetime, action: str, agency: str | None = None) -> CloudEvent:
+def action_event(
+    incident_id: str, at: datetime, action: str, agency: str | None = None, role: str = "headteacher"
+) -> CloudEvent:
     return _signal(EventType.INCIDENT_ACTION_RECORDED, incident_id, {
-        "action_id": f"a-{incident_id}-{action}-{agency}", "incident_id": incident_id, "action": action,
-        "by": {"role": "headteacher"}, "at": at.isoformat(), "agency": agency,
+        "action_id": f"a-{incident_id}-{action}-{agency}-{role}", "incident_id": incident_id, "action": action,
+        "by": {"role": role}, "at": at.isoformat(), "agency": agency,
     })
 
 

@@ -24,6 +24,7 @@ from intake.problems import (
     InvalidInput,
     MalformedJson,
     NotAuthenticated,
+    NotInChain,
     UnsupportedMediaType,
     WrongSchool,
     responses,
@@ -32,8 +33,8 @@ from intake.service import Intake
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
 
-_WRITE_ERRORS = (MalformedJson, NotAuthenticated, IncidentNotAccessible, BodyTooLarge, UnsupportedMediaType,
-                 InvalidInput)
+_WRITE_ERRORS = (MalformedJson, NotAuthenticated, IncidentNotAccessible, NotInChain, BodyTooLarge,
+                 UnsupportedMediaType, InvalidInput)
 
 
 async def _intake(request: Request) -> Intake:  # async: a plain def would run in a worker thread
