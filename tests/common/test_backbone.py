@@ -21,6 +21,7 @@ from support.sample_service import EFFECTS, POISON_MARK, sample_runtime, setting
 from common.consumer import BatchedHandler
 from common.db import Connection
 from common.events import CloudEvent
+from common.incident import IncidentReport
 from common.kafka import Publisher, committed_offsets, topic_partitions
 from common.logging import configure
 from common.outbox import OutboxRelay, enqueue
@@ -90,6 +91,28 @@ async def test_malformed_and_poison_messages_go_to_the_dlq_and_the_next_good_one
         assert b"poison by design" in by_value[poison.to_bytes()]["dlq.error"]
         assert await effects(stack.admin_dsn, f"{isolation}_sample") == {good.id: 1}
         assert runtime.consumer.dead_lettered_total == 2
+    finally:
+        await runtime.stop()
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["per-event", "batched"])
+async def test_a_poison_message_alone_in_its_batch_is_dead_lettered_and_the_consumer_carries_on(
+    stack, isolation, batched
+):
+    """A failing event that is the whole of its poll's batch (the everyday case at low rates) used to be raised
+    out of the consumer: its task ended, and nothing more was consumed."""
+    runtime = sample_runtime(settings_for(isolation, stack.admin_dsn, stack.bootstrap), batched=batched)
+    await runtime.start()
+    try:
+        await eventually(lambda: _assigned(runtime), what="the consumer's partitions")
+        poison, good = report_event(1, mark=POISON_MARK), report_event(2)
+        topic = f"{isolation}.incidents.reported"
+        await produce(stack.bootstrap, topic, [poison.to_bytes()])
+        (dead,) = await read_topic(stack.bootstrap, f"{topic}.dlq", expect=1)
+        assert b"poison by design" in dead[1]["dlq.error"]
+        await produce(stack.bootstrap, topic, [good.to_bytes()])
+        await eventually(lambda: _has_effect(stack, isolation, good.id), what="the next event's effect", timeout=15)
+        assert runtime.consumer.dead_lettered_total == 1
     finally:
         await runtime.stop()
 
@@ -300,3 +323,32 @@ async def test_event_values_of_a_few_kilobytes_stay_in_the_outbox_row_uncompress
         assert toasted == 0
     finally:
         await conn.close()
+
+
+async def test_a_dead_letter_and_its_log_line_carry_no_trace_of_the_pupil(stack, isolation, capsys):
+    """A report that fails validation is dead-lettered with where and what is wrong. pydantic's own message
+    quotes the input (a subject's name and date of birth); the dead letter's error header goes to audit, which
+    keeps it for ever and shows it in governors' timelines, and the line goes to the logs."""
+    name, dob = "Amelia Hartley-Quinn", "2014-03-09"
+
+    async def strict_handler(event: CloudEvent, conn: Connection) -> None:
+        IncidentReport.model_validate(event.data["report"])  # a subject without its kind: refused
+
+    configure("tests", fmt="json", level="info")
+    settings = settings_for(isolation, stack.admin_dsn, stack.bootstrap)
+    runtime = Runtime(ServiceSpec(settings, [EFFECTS], handlers={"incidents.reported": strict_handler}))
+    await runtime.start()
+    topic = f"{isolation}.incidents.reported"
+    try:
+        event = report_event(1, report={"subjects": [{"name": name, "date_of_birth": dob}]})
+        await produce(stack.bootstrap, topic, [event.to_bytes()])
+        (dead,) = await read_topic(stack.bootstrap, f"{topic}.dlq", expect=1)
+    finally:
+        await runtime.stop()
+        configure("tests", fmt="json", level="warning")
+    error = dead[1]["dlq.error"].decode()
+    assert error.startswith("ValidationError: school_id: Field required"), error
+    out = capsys.readouterr().out
+    assert "consumer.dead_lettered" in out
+    for fragment in (name, "Amelia", "Hartley-Quinn", dob):
+        assert fragment not in error and fragment not in out

@@ -23,12 +23,14 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 
 from common.aio import cancelled_from_inside, sleep_unless_stopped
 from common.db import TRANSIENT_ERRORS, Connection
-from common.events import CloudEvent, MalformedEvent, parse_event
+from common.events import CloudEvent, MalformedEvent, describe_problems, parse_event
+from common.incident import sensitive_values
 from common.kafka import ensure_topics
-from common.logging import event_context, events_context
+from common.logging import event_context, events_context, scrubbed
 from common.outbox import enqueue_raw
 from common.rewind import Rewinder
 from common.topics import DLQ_SUFFIX, TopicNames, dead_letter_topic
@@ -270,8 +272,7 @@ class ConsumerRunner:
         except TRANSIENT_ERRORS:
             raise
         except Exception:  # noqa: BLE001 - one bad event must not stop the others: isolate it
-            if len(deliveries) == 1:
-                raise
+            # Alone in its batch too: raising it here ended the consumer's task (nothing more was consumed).
             for d in deliveries:
                 await self._handle_one(d)
 
@@ -319,7 +320,7 @@ class ConsumerRunner:
             await handler.handle_batch(events, conn)
 
     async def _dead_letter(self, d: Delivery, exc: Exception) -> None:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
+        error = _error_text(d, exc)
         log.error("consumer.dead_lettered", group=self._group, topic=d.topic, event_id=d.event_id, error=error)
         headers = [
             ("dlq.error", error.encode()),
@@ -339,6 +340,16 @@ class ConsumerRunner:
                 conn, [(dlq_id, dead_letter_topic(d.topic), d.record.key, d.record.value or b"", headers)]
             )
         self.dead_lettered_total += 1
+
+
+def _error_text(d: Delivery, exc: Exception) -> str:
+    """What went wrong, for the log line and the dead letter's header (which audit keeps for ever): a validation
+    error as where and what (pydantic's own text quotes the input, such as a subject's name and date of birth),
+    anything else with the event's sensitive values scrubbed."""
+    text = describe_problems(exc, root="(data)") if isinstance(exc, ValidationError) else str(exc)
+    if d.event is not None:
+        text = scrubbed(text, sensitive_values(d.event.data))
+    return f"{type(exc).__name__}: {text}"[:2000]
 
 
 def _event_of(d: Delivery) -> CloudEvent:

@@ -37,6 +37,13 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     return value
 
 
+def scrubbed(text: str, values: set[str]) -> str:
+    """`text` with each of these values (longest first) replaced by [redacted]: for text that leaves the process
+    other than as a log line, such as a dead letter's error header."""
+    result: str = _scrub(text, tuple(sorted(values, key=len, reverse=True)))
+    return result
+
+
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: drop sensitive keys and scrub known sensitive values."""
     secrets = _sensitive.get()
