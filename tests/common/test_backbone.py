@@ -325,6 +325,58 @@ async def test_event_values_of_a_few_kilobytes_stay_in_the_outbox_row_uncompress
         await conn.close()
 
 
+async def _scalar(admin_dsn: str, sql: str) -> int:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        return int(await conn.fetchval(sql))
+    finally:
+        await conn.close()
+
+
+async def test_a_consumer_that_gathers_handles_what_arrives_meanwhile_in_one_batch(stack, isolation):
+    """consumer_gather_ms (audit, intake's status): events arriving one by one are handled in a few transactions
+    instead of one each, each within the gathering time of its arrival, and none is lost or doubled."""
+    settings = settings_for(isolation, stack.admin_dsn, stack.bootstrap).model_copy(
+        update={"consumer_gather_ms": 700}
+    )
+    runtime = sample_runtime(settings, batched=True)
+    await runtime.start()
+    events = [report_event(i) for i in range(8)]
+    try:
+        await eventually(lambda: _assigned(runtime), what="the consumer's partitions")
+        for event in events:  # one every 50 ms, over 0.4 s
+            await produce(stack.bootstrap, f"{isolation}.incidents.reported", [event.to_bytes()], key=b"one")
+            await asyncio.sleep(0.05)
+        await eventually(lambda: _has_effect(stack, isolation, events[-1].id), what="the effects", timeout=10)
+    finally:
+        await runtime.stop()
+    assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
+    # Each batch is one transaction, which stamps the effects it writes with its id (xmin).
+    batches = await _scalar(stack.admin_dsn, f"SELECT count(DISTINCT xmin::text) FROM {isolation}_sample.effects")  # noqa: S608
+    assert batches <= 3, f"{batches} transactions for 8 events arriving within 0.7 s"
+
+
+async def test_a_relay_that_lingers_publishes_what_commits_meanwhile_in_one_pass(stack, isolation):
+    """outbox_linger_ms (notify's delivery outcomes): events committed one by one go out in a few passes."""
+    settings = settings_for(isolation, stack.admin_dsn, stack.bootstrap).model_copy(
+        update={"outbox_linger_ms": 700, "outbox_poll_seconds": 30.0}
+    )
+    runtime = sample_runtime(settings)
+    await runtime.start()
+    events = [report_event(i) for i in range(8)]
+    try:
+        for event in events:  # one commit every 50 ms, each with its NOTIFY
+            async with runtime.pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, [event])
+            await asyncio.sleep(0.05)
+        await eventually(lambda: _has_effect(stack, isolation, events[-1].id), what="the effects", timeout=10)
+    finally:
+        await runtime.stop()
+    assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
+    passes = await _scalar(stack.admin_dsn, f"SELECT count(DISTINCT published_pass) FROM {isolation}_sample.outbox")  # noqa: S608
+    assert passes <= 3, f"{passes} relay passes for 8 events committed within 0.7 s"
+
+
 async def test_a_dead_letter_and_its_log_line_carry_no_trace_of_the_pupil(stack, isolation, capsys):
     """A report that fails validation is dead-lettered with where and what is wrong. pydantic's own message
     quotes the input (a subject's name and date of birth); the dead letter's error header goes to audit, which

@@ -101,6 +101,7 @@ class ConsumerRunner:
         partitions: int = 3,
         max_batch: int = 500,
         fetch_wait_ms: int = 50,
+        gather_ms: int = 0,
     ) -> None:
         self._pool = pool
         self._bootstrap = bootstrap
@@ -111,6 +112,7 @@ class ConsumerRunner:
         self._partitions = partitions
         self._max_batch = max_batch
         self._fetch_wait_ms = fetch_wait_ms
+        self._gather_seconds = gather_ms / 1000
         self._closing: set[asyncio.Task[None]] = set()
         self.processed_total = 0
         self.dead_lettered_total = 0
@@ -193,6 +195,7 @@ class ConsumerRunner:
         done: dict[TopicPartition, int] = {}  # per partition, the offset after the last batch handled
         try:
             while not stop.is_set():
+                polled_at = asyncio.get_running_loop().time()
                 batch = await consumer.getmany(timeout_ms=200, max_records=self._max_batch)
                 if batch:
                     await self._handle(batch, stop)
@@ -202,11 +205,21 @@ class ConsumerRunner:
                     # empty log above the events re-driven onto it, and those were skipped (make test's chaos run).
                     await self._commit(consumer, handled)
                     self.rewinder.handled(batch)
+                    await self._gather(stop, polled_at, sum(len(rs) for rs in batch.values()))
                 for tp in await self.rewinder.after_poll(consumer):
                     done.pop(tp, None)
                 self._measure(consumer, done)
         finally:
             self.assigned_partitions = 0  # not consuming: /metrics shows it rather than a lag of 0
+
+    async def _gather(self, stop: asyncio.Event, polled_at: float, handled: int) -> None:
+        """Off the path to a person being told, wait so that the next poll comes `gather_ms` after this one: what
+        arrives meanwhile is handled in one batch. A full batch means more is waiting: no wait then."""
+        if self._gather_seconds <= 0 or handled >= self._max_batch:
+            return
+        left = polled_at + self._gather_seconds - asyncio.get_running_loop().time()
+        if left > 0:
+            await sleep_unless_stopped(stop, left)
 
     @staticmethod
     async def _commit(consumer: AIOKafkaConsumer, handled: dict[TopicPartition, int]) -> None:

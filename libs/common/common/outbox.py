@@ -152,7 +152,9 @@ class OutboxRelay:
         schema: str,
         batch_size: int = 1000,
         poll_seconds: float = 1.0,
+        linger_ms: int = 0,
     ) -> None:
+        self._linger_seconds = linger_ms / 1000
         self._pool = pool
         self._publisher = publisher
         self._topics = topic_names
@@ -206,14 +208,22 @@ class OutboxRelay:
             return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
 
     async def run(self, stop: asyncio.Event) -> None:
+        behind = False  # the last pass left work at once (a full batch, or the lock held elsewhere)
+
         async def one_pass() -> bool:
+            nonlocal behind
+            if self._linger_seconds > 0 and not behind:
+                # Woken by a commit: what commits in the meantime goes out in this same pass.
+                await sleep_unless_stopped(stop, self._linger_seconds)
             published = await self.publish_pending()
             if self.lock_was_busy:
                 # The broker watch (or a re-drive) holds the lock, for up to a few hundred ms: try again soon.
                 # Waiting for the next NOTIFY or poll instead held back what was committed meanwhile.
                 await sleep_unless_stopped(stop, LOCK_RETRY_SECONDS)
+                behind = True
                 return True
-            return published == self._batch_size
+            behind = published == self._batch_size
+            return behind
 
         await run_woken_passes(
             stop, one_pass, pool=lambda: self._pool, channel=notify_channel(self._schema),

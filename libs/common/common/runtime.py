@@ -72,7 +72,7 @@ class Runtime:
         )
         self.relay = OutboxRelay(
             self.pool, self.publisher, self.topics, schema=s.schema_name,
-            poll_seconds=s.outbox_poll_seconds,
+            poll_seconds=s.outbox_poll_seconds, linger_ms=s.outbox_linger_ms,
         )
         self._spawn(self.relay.run(self.stop_event))
         self.broker_watch = BrokerWatch(
@@ -86,7 +86,7 @@ class Runtime:
                 pool=self.pool, bootstrap=s.kafka_bootstrap_servers, topic_names=self.topics,
                 group=f"{s.topic_prefix}{s.service_name}", handlers=self.spec.handlers,
                 raw_handlers=self.spec.raw_handlers,
-                partitions=s.topic_partitions, fetch_wait_ms=s.consumer_fetch_wait_ms,
+                partitions=s.topic_partitions, fetch_wait_ms=s.consumer_fetch_wait_ms, gather_ms=s.consumer_gather_ms,
             )
             self._spawn(self.consumer.run(self.stop_event))
         for loop in self.spec.background:

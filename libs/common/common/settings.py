@@ -43,6 +43,18 @@ class ServiceSettings(BaseSettings):
         "when the wait is over, not when a record arrives, so this is each hop's delay (half of it on average); "
         "each waiting fetch also costs the broker CPU. Services on the path to a person being told wait less.",
     )
+    consumer_gather_ms: int = Field(
+        default=0, ge=0, le=10_000,
+        description="After a batch that was not full, the consumer polls again only this long after its last poll, "
+        "so that what arrives meanwhile is handled together: a transaction, a fetch and an offset commit for several "
+        "events instead of each. For consumers off the path to a person being told (audit, intake's status); 0 on it.",
+    )
+    outbox_linger_ms: int = Field(
+        default=0, ge=0, le=10_000,
+        description="The outbox relay, woken by a commit, waits this long before its pass, so that what commits "
+        "meanwhile is published in the same pass. For events off the path to a person being told (notify's "
+        "delivery outcomes); 0 where they are on it (intake's reports, triage's notification requests).",
+    )
     outbox_retention_days: float = Field(
         default=7.0, description="How long published events stay in the outbox, ready to be re-driven."
     )

@@ -11,6 +11,7 @@ from common.settings import ServiceSettings
 
 class AuditSettings(ServiceSettings):  # type: ignore[misc, unused-ignore]  # (mypy may not see common)
     service_name: str = "audit"
+    consumer_gather_ms: int = 500  # the log half a second behind: a tenth of the transactions and fetches
     consumer_fetch_wait_ms: int = 250  # off the path to a person being told: fewer fetches for the broker
     signing_key_file: Path = Field(
         default=Path("var/audit/signing-key.pem"),

@@ -39,6 +39,7 @@ def load_integrations_file(path: Path) -> list[IntegrationKey]:
 
 class IntakeSettings(ServiceSettings):  # type: ignore[misc,unused-ignore]  # mypy without libs/common on its path
     service_name: str = "intake"
+    consumer_gather_ms: int = 250  # the status projection a quarter of a second behind: fewer, larger batches
     consumer_fetch_wait_ms: int = 100  # the status projection: a tenth of a second behind is soon enough
     integrations: list[IntegrationKey] = Field(
         default_factory=list,

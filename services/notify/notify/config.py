@@ -13,6 +13,7 @@ from common.settings import ServiceSettings
 
 class NotifySettings(ServiceSettings):  # type: ignore[misc, unused-ignore]
     service_name: str = "notify"
+    outbox_linger_ms: int = 200  # its outbox holds delivery outcomes, not what tells a person: publish them together
 
     # Email over SMTP (the embedded SMTP sink by default).
     smtp_host: str | None = Field(default="127.0.0.1", description="Empty: no SMTP channel.")
