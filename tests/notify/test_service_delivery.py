@@ -566,3 +566,44 @@ async def test_a_send_is_recorded_as_the_row_stands_when_another_worker_changed_
         retried_meanwhile.notification_id: ("sent", 3),
         finished_meanwhile.notification_id: ("sent", 0),
     }
+
+
+async def test_the_most_urgent_due_notice_is_claimed_first_whatever_waits_before_it(
+    stack, isolation, smtp_server, make_request
+):
+    """After an outage a backlog of routine notices is due; a new illegal-class notice, due last, goes in the first
+    round, not after the backlog (rounds claim `delivery_batch` rows: 2 here, behind 4 routine ones)."""
+    settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False, delivery_batch=2)
+    service = await start(settings, consume=False)
+    try:
+        routine = [fresh(make_request, incident_class=IncidentClass.INAPPROPRIATE, urgency=Urgency.NORMAL,
+                         recipient=recipient((ChannelKind.EMAIL, f"coordinator{i}@oakfield.example")))
+                   for i in range(4)]
+        await handle_directly(service, *routine)
+        urgent = fresh(make_request, recipient=recipient((ChannelKind.EMAIL, "head@oakfield.example")))
+        await handle_directly(service, urgent)
+        result = await service.deliverer.deliver_due(utc_now() + timedelta(seconds=1))
+    finally:
+        await service.runtime.stop()
+    assert result.sent == 5
+    first_round = {m["To"] for m in smtp_server.mailbox.messages[:2]}
+    assert "head@oakfield.example" in first_round, [m["To"] for m in smtp_server.mailbox.messages]
+
+
+async def test_each_round_of_a_long_pass_runs_at_its_own_time(stack, isolation, smtp_server, make_request):
+    """A pass runs rounds until nothing is due. Each round's leases, retry times and recorded times start when the
+    round does: with one clock for the whole pass, a round late in a long pass took leases that had already run
+    out (another worker could claim and send the same notices) and recorded sends as earlier than they were."""
+    smtp_server.mailbox.mail_delay = 0.6
+    settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False, delivery_batch=1)
+    service = await start(settings, consume=False)
+    try:
+        first, second = fresh(make_request), fresh(make_request)
+        await handle_directly(service, first, second)
+        now = utc_now() + timedelta(seconds=1)
+        assert (await service.deliverer.deliver_due(now)).sent == 2
+    finally:
+        await service.runtime.stop()
+    finished = sorted(r["finished_at"] for r in await delivery_rows(stack, isolation))
+    assert finished[0] == now
+    assert finished[1] >= now + timedelta(seconds=0.5)

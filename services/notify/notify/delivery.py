@@ -66,7 +66,9 @@ _CLAIM = (
     " d.total_attempts, d.received_at, d.errors, d.requested_at, a.acknowledged_at"
     " FROM deliveries d LEFT JOIN acknowledgements a ON a.incident_id = d.incident_id"
     " WHERE d.state IN ('pending', 'held', 'sending') AND d.next_attempt_at <= $1"
-    " ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED"
+    # Most urgent first: after an outage, a new illegal-class notice does not wait behind a backlog of retries.
+    " ORDER BY CASE d.request->>'urgency' WHEN 'immediate' THEN 0 WHEN 'high' THEN 1 ELSE 2 END, d.next_attempt_at"
+    " LIMIT $2 FOR UPDATE OF d SKIP LOCKED"
 )
 
 # The claimed rows go 'sending' under a lease, and their addresses' last send time moves on: one statement.
@@ -209,10 +211,14 @@ class Deliverer:
                 await close()
 
     async def deliver_due(self, now: datetime) -> PassResult:
-        """Deliver everything due at `now`; a delivery moved to its next channel is tried in the same pass."""
+        """Deliver everything due at `now`; a delivery moved to its next channel is tried in the same pass. Each
+        round runs at its own time (`now` plus the time the pass has taken): its leases, retry times and events'
+        times start when it does, not when a long pass began."""
         total = PassResult()
+        started, round_now = time.monotonic(), now
         for _ in range(50):  # bounded: each round moves every claimed row on
-            result = await self._one_round(now)
+            result = await self._one_round(round_now)
+            round_now = now + timedelta(seconds=time.monotonic() - started)
             for name in ("sent", "retried", "fell_back", "failed", "held", "withheld"):
                 setattr(total, name, getattr(total, name) + getattr(result, name))
             if result.fell_back == 0 and result.claimed < self._config.batch_size:
