@@ -32,6 +32,32 @@ async def _rows(admin_dsn: str, schema: str, school: str) -> list[asyncpg.Record
         await conn.close()
 
 
+async def test_one_event_dead_lettered_by_several_consumers_is_kept_once_for_each(stack, isolation, tmp_path):
+    """An acknowledgement is consumed by triage, notify and intake. If two of them cannot handle it, each
+    dead-letters it: the log keeps both facts (they used to share one id, and the second was dropped as a repeat),
+    and a repeat of either is still kept once."""
+    settings = audit_settings(isolation, stack, tmp_path)
+    school, schema = "school-d", f"{isolation}_audit"
+    ack = new_event(EventType.INCIDENT_ACKNOWLEDGED, source="tests", subject="inc-d1", schoolid=school,
+                    data={"incident_id": "inc-d1"}, event_id="ack-d1")
+    dlq = f"{isolation}.{Topic.INCIDENTS_ACKNOWLEDGED.dlq}"
+    async with running(settings, consume=True):
+        for consumer in ("triage", "notify", "triage"):
+            headers = [("dlq.consumer", f"{isolation}.{consumer}".encode()), ("dlq.error", b"ValueError: bad")]
+            await produce(stack.bootstrap, dlq, [ack.to_bytes()], key=b"inc-d1", headers=headers)
+
+        async def both_landed() -> bool:
+            return len(await _rows(stack.admin_dsn, schema, school)) >= 2
+
+        await eventually(both_landed, timeout=30, what="both dead letters in the chain")
+        await asyncio.sleep(1.0)  # the repeat adds nothing
+        rows = await _rows(stack.admin_dsn, schema, school)
+    assert sorted(r["event_id"] for r in rows) == [
+        f"{Topic.INCIDENTS_ACKNOWLEDGED.dlq}:{isolation}.notify:ack-d1",
+        f"{Topic.INCIDENTS_ACKNOWLEDGED.dlq}:{isolation}.triage:ack-d1",
+    ]
+
+
 async def test_events_of_every_topic_and_dead_letters_land_once_in_order_and_verify(stack, isolation, tmp_path):
     settings = audit_settings(isolation, stack, tmp_path, checkpoint_interval_seconds=0.5)
     school, schema = "school-k", f"{isolation}_audit"

@@ -56,11 +56,15 @@ class Delivery:
     @cached_property
     def event_id(self) -> str:
         """The id repeats are recognised by. A dead letter carries its original's value, so on a
-        dead-letter topic the id is qualified by the topic: the copy is a fact of its own."""
+        dead-letter topic the id is qualified by the topic, and by the consumer that dead-lettered it: the
+        copy is a fact of its own, and each service that could not handle an event says so separately."""
         base = self.event.id if self.event is not None else (
             "malformed:" + hashlib.sha256(self.record.value or b"").hexdigest()
         )
-        return f"{self.topic}:{base}" if self.topic.endswith(DLQ_SUFFIX) else base
+        if not self.topic.endswith(DLQ_SUFFIX):
+            return base
+        consumer = next((v for k, v in self.record.headers or () if k == "dlq.consumer"), None)
+        return f"{self.topic}:{consumer.decode(errors='replace')}:{base}" if consumer else f"{self.topic}:{base}"
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,15 @@ def report_event(n: int, **data: object) -> CloudEvent:
     )
 
 
-async def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes = b"k") -> None:
+async def produce(
+    bootstrap: str, topic: str, values: list[bytes], key: bytes = b"k",
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for v in values:
-            await producer.send(topic, v, key=key)
+            await producer.send(topic, v, key=key, headers=headers)
         await producer.flush()
     finally:
         await producer.stop()
