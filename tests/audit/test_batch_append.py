@@ -154,7 +154,7 @@ async def test_a_poison_event_in_a_consumed_batch_is_dead_lettered_and_the_rest_
     poison = new_event(EventType.INCIDENT_REPORTED, source="tests", subject="inc-p", schoolid=school,
                        data={"incident_id": "inc-p", "reference": "OSI-\x00"}, event_id="poison-2")
     values = [e.to_bytes() for e in [*good[:2], poison, *good[2:]]]
-    dead_letter_id = f"{Topic.INCIDENTS_REPORTED.dlq}:{poison.id}"
+    dead_letter_id = f"{Topic.INCIDENTS_REPORTED.dlq}:{isolation}.audit:{poison.id}"  # audit dead-lettered it
 
     async def rows() -> list[asyncpg.Record]:
         conn = await asyncpg.connect(stack.admin_dsn)

@@ -22,8 +22,14 @@ Chain = Callable[..., list[AuditRecord]]
 
 @pytest.fixture
 def export(tmp_path: Path, chain_of: Chain) -> Path:
-    records = chain_of(30)
-    signer = LogSigner("audit.example.sch.uk", Ed25519PrivateKey.generate())
+    return signed_export(tmp_path / "export", chain_of(30), _signer())
+
+
+def _signer() -> LogSigner:
+    return LogSigner("audit.example.sch.uk", Ed25519PrivateKey.generate())
+
+
+def signed_export(directory: Path, records: list[AuditRecord], signer: LogSigner) -> Path:
     tree = MerkleTree(r.leaf_hash for r in records)
     notes: list[str] = []
     previous: Checkpoint | None = None
@@ -32,12 +38,17 @@ def export(tmp_path: Path, chain_of: Chain) -> Path:
         proof = tree.consistency_proof(previous.size, size) if previous else []  # the first has no proof
         notes.append(sign_checkpoint(checkpoint, signer, previous=previous, consistency_proof=proof))
         previous = checkpoint
-    return write_export(tmp_path / "export", records, notes, signer.verifier.encode())
+    return write_export(directory, records, notes, signer.verifier.encode())
 
 
-def run_cli(directory: Path) -> subprocess.CompletedProcess[str]:
+def school_key(export: Path) -> str:
+    """The verifier key as the school gives it to a reviewer (read here from the untouched export)."""
+    return (export / "public_key.txt").read_text().strip()
+
+
+def run_cli(directory: Path, key: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "audit.offline_verify", str(directory)],
+        [sys.executable, "-m", "audit.offline_verify", str(directory), "--key", key],
         capture_output=True,
         text=True,
         timeout=60,
@@ -69,7 +80,7 @@ def test_export_layout(export: Path) -> None:
 
 
 def test_an_intact_export_verifies_offline(export: Path) -> None:
-    done = run_cli(export)
+    done = run_cli(export, school_key(export))
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == "intact: 30 records, 4 checkpoints"
 
@@ -79,7 +90,7 @@ def test_an_export_with_one_byte_changed_is_refused(export: Path) -> None:
     line_17 = sum(len(line) for line in text.splitlines(True)[:16])
     offset = text.index(b"ICT suite", line_17) + 2  # "ICT" becomes "IBT" in record 17's event
     changed = changed_copy(export, "records.jsonl", flip(offset))
-    done = run_cli(changed)
+    done = run_cli(changed, school_key(export))
     assert done.returncode == 1
     assert done.stdout.startswith("NOT intact") and "line 17: record 17 changed" in done.stdout, done.stdout
 
@@ -116,7 +127,7 @@ def test_the_verifier_imports_nothing_of_the_project_but_itself() -> None:
 def test_each_kind_of_tampering_is_named(
     export: Path, name: str, edit: Callable[[bytes], bytes], expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([str(changed_copy(export, name, edit))]) == 1
+    assert main([str(changed_copy(export, name, edit)), "--trust-export-key"]) == 1
     out = capsys.readouterr().out
     assert out.startswith("NOT intact") and expected in out, out
 
@@ -125,15 +136,33 @@ def test_every_single_byte_change_in_a_note_is_refused(export: Path, capsys: pyt
     notes = (export / "checkpoints.txt").read_bytes()
     first_note_end = notes.index(b"\n\n", notes.index(b"\n\n") + 2)
     for offset in range(first_note_end):
-        code = main([str(changed_copy(export, "checkpoints.txt", flip(offset)))])
+        code = main([str(changed_copy(export, "checkpoints.txt", flip(offset))), "--key", school_key(export)])
         shutil.rmtree(export.parent / "changed-checkpoints.txt")
         assert code != 0, f"byte {offset} changed and still accepted"
     capsys.readouterr()
 
 
+def test_an_export_rewritten_and_signed_again_with_another_key_is_refused(
+    export: Path, tmp_path: Path, chain_of: Chain, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whoever rewrites an export can recompute its chain, sign new checkpoints with a key of their own and put
+    that key in public_key.txt: checked against itself it is intact. Against the school's key it is not."""
+    forged = signed_export(tmp_path / "forged", chain_of(30), _signer())
+    assert main([str(forged), "--key", school_key(export)]) == 1
+    assert "not the key you trust" in capsys.readouterr().out
+    assert main([str(forged), "--trust-export-key"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("intact: 30 records") and "not who signed it" in out
+    key_file = tmp_path / "school.key"
+    key_file.write_text(school_key(export) + "\n")
+    assert main([str(export), "--key", str(key_file)]) == 0
+    assert capsys.readouterr().out.strip() == "intact: 30 records, 4 checkpoints"
+
+
 def test_a_missing_export_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(tmp_path / "nowhere")]) == 2
+    assert main([str(tmp_path / "nowhere"), "--trust-export-key"]) == 2
     assert main([]) == 2
+    assert main([str(tmp_path / "nowhere")]) == 2  # a key to check against, or --trust-export-key, is required
     capsys.readouterr()
 
 

@@ -141,15 +141,25 @@ async def test_an_export_verifies_offline_and_one_changed_byte_is_refused(stack,
     out = io.StringIO()
     assert await run_cli(["export", "--school", "school-e", "--out", str(out_dir)], settings, out) == 0
     assert (out_dir / "public_key.txt").read_text().strip() == key["verifier_key"]
-    assert verify_export(out_dir) == "intact: 7 records, 2 checkpoints"
+    assert verify_export(out_dir, key["verifier_key"]) == "intact: 8 records, 2 checkpoints"
     manifest = json.loads((out_dir / "manifest.json").read_text())
-    assert manifest["records"] == 7 and manifest["period_seqs"] == [1, 7]
+    assert manifest["records"] == 8 and manifest["period_seqs"] == [1, 8]
+    # The export itself is a read of the log, recorded in it before the records were written out.
+    last = json.loads((out_dir / "records.jsonl").read_text().splitlines()[-1])
+    read = last["event"]
+    assert (read["kind"], read["action"], read["by"]["role"]) == ("audit_read", "cli.export", "operator")
+    assert read["by"]["person_id"].startswith("cli:")
+    # A time without an offset is UTC (it raised TypeError against the log's aware times).
+    dated = tmp_path / "export-dated"
+    assert await run_cli(["export", "--school", "school-e", "--out", str(dated), "--to", "2999-01-01"],
+                         settings, io.StringIO()) == 0
+    assert json.loads((dated / "manifest.json").read_text())["records"] == 9
     data = bytearray((out_dir / "records.jsonl").read_bytes())
     at = data.index(b'"dsl"') + 2
     data[at] = ord("x")
     (out_dir / "records.jsonl").write_bytes(bytes(data))
     with pytest.raises(ExportProblem, match="changed"):
-        verify_export(out_dir)
+        verify_export(out_dir, key["verifier_key"])
 
 
 async def test_a_record_is_proven_in_a_signed_checkpoint_and_checkpoints_consistent(stack, isolation, tmp_path):

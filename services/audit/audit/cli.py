@@ -5,16 +5,21 @@
                                                   print the timeline in order; or re-publish the events to a
                                                   topic; or rebuild incident state and compare with the live one
     export  --school S --out DIR [--from T --to T]  JSON Lines + checkpoints + public key, for offline_verify
+
+Times are ISO 8601; one without an offset (2026-04-01, 2026-04-01T09:00) is UTC. Every command is recorded in the
+school's own log as a read (as the HTTP API's reads are), by `cli:<user>@<host>`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import socket
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -24,9 +29,16 @@ from audit.checkpoints import checkpoint_school, signer_for
 from audit.config import AuditSettings
 from audit.export import export_period
 from audit.replay import compare_with_live, load_events, republish, timeline_lines
-from audit.store import schools
+from audit.store import record_read, schools
 from audit.verify import verify_school
 from common.db import SchemaRoles, app_password, check_identifier, dsn_for_role
+
+
+def moment(text: str) -> datetime:
+    """An ISO 8601 time; without an offset it is UTC (the log's times are all aware: a naive one cannot even be
+    compared with them)."""
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,16 +50,16 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay")
     r.add_argument("--school", required=True)
     r.add_argument("--incident")
-    r.add_argument("--from", dest="start", type=datetime.fromisoformat)
-    r.add_argument("--to", dest="end", type=datetime.fromisoformat)
+    r.add_argument("--from", dest="start", type=moment)
+    r.add_argument("--to", dest="end", type=moment)
     mode = r.add_mutually_exclusive_group()
     mode.add_argument("--publish", metavar="TOPIC", help="physical topic name to re-publish to")
     mode.add_argument("--rebuild", action="store_true")
     e = sub.add_parser("export")
     e.add_argument("--school", required=True)
     e.add_argument("--out", required=True, type=Path)
-    e.add_argument("--from", dest="start", type=datetime.fromisoformat)
-    e.add_argument("--to", dest="end", type=datetime.fromisoformat)
+    e.add_argument("--from", dest="start", type=moment)
+    e.add_argument("--to", dest="end", type=moment)
     return p
 
 
@@ -71,6 +83,8 @@ async def run_cli(argv: Sequence[str], settings: AuditSettings, out: TextIO | No
     signer = signer_for(settings)
     conn = await connect(settings)
     try:
+        for school in [args.school] if args.school else await schools(conn):
+            await _record(conn, school, args)
         if args.command == "verify":
             ok = True
             for school in [args.school] if args.school else await schools(conn):
@@ -101,11 +115,20 @@ async def run_cli(argv: Sequence[str], settings: AuditSettings, out: TextIO | No
                 await checkpoint_school(conn, settings, signer, args.school)
             manifest = await export_period(conn, signer, args.school, args.out, start=args.start, end=args.end)
             write(f"exported {manifest['records']} records and {manifest['checkpoints']} checkpoints to {args.out}; "
-                  f"check with: python -m audit.offline_verify {args.out}")
+                  f"check with: python -m audit.offline_verify {args.out} --key '{signer.verifier.encode()}' "
+                  "(give the reviewer the key apart from the export: whoever can rewrite one can rewrite both)")
             return 0
     finally:
         await conn.close()
     return 2
+
+
+async def _record(conn: asyncpg.Connection, school: str, args: argparse.Namespace) -> None:
+    """The read, in the school's log, before it is made: who ran which command with what."""
+    params = {k: (v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, Path) else v)
+              for k, v in vars(args).items() if k != "command"}
+    await record_read(conn, school_id=school, person_id=f"cli:{getpass.getuser()}@{socket.gethostname()}",
+                      role="operator", action=f"cli.{args.command}", params=params)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

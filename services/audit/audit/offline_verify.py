@@ -1,4 +1,4 @@
-"""Check an exported audit log without the service: `python -m audit.offline_verify EXPORT_DIR`.
+"""Check an exported audit log without the service: `python -m audit.offline_verify EXPORT_DIR --key KEY`.
 
 Standalone on purpose: it needs only the Python standard library and `cryptography`, imports nothing else
 of this project, and can be copied out and run as `python offline_verify.py EXPORT_DIR`. It is a second,
@@ -21,10 +21,16 @@ canonical_json(the line without "hash" and "prev_hash")) and prev_hash is the pr
 bytes for seq 1); each checkpoint is signed by the key in public_key.txt and its root equals the RFC 6962
 root over the first <size> records, whose leaves are SHA-256(0x00 || record hash). Exit 0 and print
 "intact: N records, M checkpoints"; exit 1 naming the first problem; exit 2 when the export is unreadable.
+
+KEY is the school's verifier key as the reviewer got it from the school, not from the export (the audit service's
+`GET /v1/audit/public-key`, `verifier_key`): whoever rewrites an export can sign it again with a key of their own
+and put that in public_key.txt, and the export then checks out against itself. `--trust-export-key` checks it
+against its own key anyway, and says so.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import hashlib
@@ -221,10 +227,17 @@ def _seq_of(line: bytes) -> object:
     return obj.get("seq") if isinstance(obj, dict) else None
 
 
-def verify_export(directory: str | Path) -> str:
-    """Check the export in `directory`; return the summary line or raise ExportProblem (OSError if unreadable)."""
+def verify_export(directory: str | Path, trusted_key: str | None) -> str:
+    """Check the export in `directory` against the verifier key the reviewer trusts (None: against the export's
+    own key, which proves consistency only); return the summary or raise ExportProblem (OSError if unreadable)."""
     d = Path(directory)
-    name, kid, key = read_verifier((d / PUBLIC_KEY).read_text(encoding="utf-8"))
+    exported = (d / PUBLIC_KEY).read_text(encoding="utf-8").strip()
+    if trusted_key is not None and exported != trusted_key.strip():
+        read_verifier(trusted_key)  # a malformed trusted key is said as such
+        shown = "+".join(exported.split("+")[:2])
+        raise ExportProblem(f"signed with the key {shown}, not the key you trust: the export may have been"
+                            " rewritten and signed again")
+    name, kid, key = read_verifier(exported)
     heads: list[tuple[str, int, bytes]] = []
     for i, note in enumerate(split_notes((d / CHECKPOINTS).read_text(encoding="utf-8")), 1):
         try:
@@ -265,6 +278,9 @@ def verify_export(directory: str | Path) -> str:
     if n and not heads:
         raise ExportProblem(f"{n} records but no signed checkpoint: nothing proves they were not rewritten")
     summary = f"intact: {n} records, {len(heads)} checkpoints"
+    if trusted_key is None:
+        summary += ("\nnote: checked against the key in the export itself, which shows the export is consistent, not"
+                    " who signed it; pass --key with the school's verifier key")
     if heads and heads[-1][1] < n:
         summary += f"\nnote: records {heads[-1][1] + 1}..{n} are chained but not yet under a signed checkpoint"
     return summary
@@ -281,12 +297,21 @@ def _check_root(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m audit.offline_verify EXPORT_DIR", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog="python -m audit.offline_verify", description="Check an audit export.")
+    parser.add_argument("export_dir")
+    trust = parser.add_mutually_exclusive_group(required=True)
+    trust.add_argument("--key", help="the school's verifier key, <name>+<key id>+<base64 key>, or a file holding it")
+    trust.add_argument("--trust-export-key", action="store_true",
+                       help="check against the key inside the export (consistency only)")
     try:
-        print(verify_export(args[0]))
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse has printed the usage (or the help)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        key = args.key
+        if key is not None and Path(key).is_file():
+            key = Path(key).read_text(encoding="utf-8").strip()
+        print(verify_export(args.export_dir, key))
     except ExportProblem as exc:
         print(f"NOT intact: {exc}")
         return 1
