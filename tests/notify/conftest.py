@@ -303,10 +303,13 @@ class HttpServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+            def do_GET(self) -> None:  # noqa: N802 - http.server's hook name
+                self.do_POST(method="GET")
+
+            def do_POST(self, method: str = "POST") -> None:  # noqa: N802 - http.server's hook name
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 outer.requests.append(
-                    Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    Recorded(method, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 )
                 answer = outer.script.popleft() if outer.script else outer.default
                 time.sleep(answer.delay)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import socket
+import urllib.parse
 
 import httpx
 import jwt
 import pytest
 
 from common.contracts import ChannelKind
-from notify.channels.base import PermanentDeliveryError, RetryableDeliveryError
+from notify.channels.base import OutgoingMessage, PermanentDeliveryError, RetryableDeliveryError
 from notify.channels.govuk_notify import GovUkNotifyChannel, GovUkNotifySettings, NotifyApiKey
 from notify.messages import Links, render
 
@@ -169,3 +171,50 @@ def test_notify_does_not_deliver_webhooks():
     settings = GovUkNotifySettings(NotifyApiKey.parse(API_KEY), EMAIL_TEMPLATE, SMS_TEMPLATE)
     with pytest.raises(ValueError):
         GovUkNotifyChannel(settings, ChannelKind.WEBHOOK)
+
+
+def _again(message: OutgoingMessage) -> OutgoingMessage:
+    """The message as the delivery loop sends it when an earlier attempt may have reached Notify."""
+    return dataclasses.replace(message, maybe_sent_before=True)
+
+
+async def test_a_message_an_earlier_attempt_may_have_sent_is_looked_for_and_not_sent_twice(
+    http_server, make_request
+):
+    """Notify has no idempotency key: an SMS it accepted just before our timeout would reach the phone twice.
+    Before sending again, the channel asks Notify for a notification with our reference."""
+    message = render(make_request(), LINKS)
+    http_server.then(200, {"notifications": [
+        {"id": "11111111-2222-4333-8444-555555555555", "reference": message.message_id, "status": "delivered"}],
+        "links": {}})
+    receipt = await notify(http_server.url, ChannelKind.SMS).send(_again(message), "07700 900123")
+
+    [request] = http_server.requests
+    assert request.method == "GET"
+    path, _, query = request.path.partition("?")
+    assert path == "/v2/notifications"
+    assert urllib.parse.parse_qs(query) == {"reference": [message.message_id], "template_type": ["sms"]}
+    assert bearer_claims(request)["iss"] == SERVICE_ID
+    assert receipt.provider_id == "11111111-2222-4333-8444-555555555555"
+    assert receipt.detail == "found sent by an earlier attempt"
+
+
+_FAILED_EARLIER = {"id": "11111111-2222-4333-8444-555555555555", "status": "technical-failure"}
+
+
+@pytest.mark.parametrize("earlier", [[], [_FAILED_EARLIER]], ids=["none", "one that failed"])
+async def test_a_message_not_found_sent_before_is_sent(http_server, make_request, earlier):
+    message = render(make_request(), LINKS)
+    http_server.then(200, {"notifications": [{**n, "reference": message.message_id} for n in earlier], "links": {}})
+    receipt = await notify(http_server.url, ChannelKind.SMS).send(_again(message), "07700 900123")
+    assert [(r.method, r.path.partition("?")[0]) for r in http_server.requests] == [
+        ("GET", "/v2/notifications"), ("POST", "/v2/notifications/sms")]
+    assert receipt.provider_id == "740e5834-3a29-46b4-9a6f-16142fde533a"
+
+
+async def test_when_notify_cannot_be_asked_nothing_is_sent_and_the_send_is_retried(http_server, make_request):
+    http_server.then(503, {"errors": [{"error": "ServiceUnavailable", "message": "down"}]})
+    message = render(make_request(), LINKS)
+    with pytest.raises(RetryableDeliveryError, match="503"):
+        await notify(http_server.url, ChannelKind.SMS).send(_again(message), "07700 900123")
+    assert [r.method for r in http_server.requests] == ["GET"]

@@ -24,10 +24,10 @@ from common.contracts import (
 from common.events import CloudEvent, new_event, utc_now
 from common.tokens import verify_ack_token
 from common.topics import EventType
-from notify.channels.base import DeliveryReceipt
+from notify.channels.base import DeliveryReceipt, OutgoingMessage
 from notify.config import NotifySettings
 from notify.consumer import acknowledged_handler, requested_handler
-from notify.delivery import _Batch, _Item
+from notify.delivery import Deliverer, DeliveryConfig, _Batch, _Item
 from notify.main import NotifyService, build
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"oakfield-webhook-signing-key-32b").decode()
@@ -607,3 +607,46 @@ async def test_each_round_of_a_long_pass_runs_at_its_own_time(stack, isolation, 
     finished = sorted(r["finished_at"] for r in await delivery_rows(stack, isolation))
     assert finished[0] == now
     assert finished[1] >= now + timedelta(seconds=0.5)
+
+
+class _CapturingChannel:
+    """Accepts every email and keeps the messages as the delivery loop handed them over."""
+
+    kind = ChannelKind.EMAIL
+
+    def __init__(self) -> None:
+        self.messages: list[OutgoingMessage] = []
+
+    async def send(self, message: OutgoingMessage, address: str) -> DeliveryReceipt:
+        self.messages.append(message)
+        return DeliveryReceipt(ChannelKind.EMAIL, message.message_id, "p-1")
+
+
+async def test_the_channel_is_told_when_an_earlier_attempt_may_have_reached_the_provider(
+    stack, isolation, smtp_server, make_request
+):
+    """A notice tried before, or claimed by a worker whose lease ran out (it may have sent and died before
+    recording it), goes to the channel marked as maybe sent, so GOV.UK Notify is asked before sending again."""
+    settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False)
+    service = await start(settings, consume=False)
+    channel = _CapturingChannel()
+    try:
+        first_try, tried_before, lease_ran_out = (fresh(make_request) for _ in range(3))
+        await handle_directly(service, first_try, tried_before, lease_ran_out)
+        schema = f"{isolation}_notify"
+        admin = await asyncpg.connect(stack.admin_dsn)
+        try:
+            await admin.execute(f"UPDATE {schema}.deliveries SET attempts = 1, total_attempts = 1"  # noqa: S608
+                                " WHERE notification_id = $1", tried_before.notification_id)
+            await admin.execute(f"UPDATE {schema}.deliveries SET state = 'sending'"  # noqa: S608
+                                " WHERE notification_id = $1", lease_ran_out.notification_id)
+        finally:
+            await admin.close()
+        config = DeliveryConfig(ack_secret=TOKEN_SECRET, public_base_url=PUBLIC)
+        deliverer = Deliverer(lambda: service.runtime.pool, {ChannelKind.EMAIL: channel}, config)
+        assert (await deliverer.deliver_due(utc_now() + timedelta(seconds=1))).sent == 3
+    finally:
+        await service.runtime.stop()
+    flags = {m.notification_ids[0]: m.maybe_sent_before for m in channel.messages}
+    assert flags == {first_try.notification_id: False, tried_before.notification_id: True,
+                     lease_ran_out.notification_id: True}

@@ -19,6 +19,7 @@ ids (email Message-ID, webhook-id, Notify reference), so the receiver can drop t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -349,6 +350,8 @@ class Deliverer:
         if channel is None:
             raise PermanentDeliveryError(f"no {batch.kind.value} channel is configured")
         message = self._render(batch, now)
+        if any(item.total_attempts > 0 or item.state == "sending" for item in batch.items):
+            message = dataclasses.replace(message, maybe_sent_before=True)
         # Debug only: the outcome line (delivered, retry, fallback, failed) says the same with the result, and
         # the deliveries table shows what is in flight ('sending'); a second line per message cost ~3% CPU.
         log.debug("notify.sending", channel=batch.kind.value, message_id=message.message_id,

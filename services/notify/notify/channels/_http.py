@@ -53,9 +53,10 @@ def raise_for_status(response: httpx.Response, provider: str, clock: Clock) -> N
     raise PermanentDeliveryError(reason)
 
 
-async def post(request: Callable[[], Awaitable[httpx.Response]], provider: str, clock: Clock) -> httpx.Response:
-    """Run one POST, turning transport failures into retryable errors. A timeout after the request was
-    sent may mean the provider did act: the retry can duplicate, which the stable message id absorbs."""
+async def request(request: Callable[[], Awaitable[httpx.Response]], provider: str, clock: Clock) -> httpx.Response:
+    """Run one request, turning transport failures into retryable errors. A timeout after a POST was sent may
+    mean the provider did act: the retry can duplicate, which the stable message id absorbs (webhooks), or which
+    the channel looks for before sending again (GOV.UK Notify)."""
     try:
         response = await request()
     except httpx.TimeoutException as exc:

@@ -43,6 +43,9 @@ class OutgoingMessage:
     render_email_body: Callable[[], str] = field(repr=False, compare=False)
     render_sms_text: Callable[[], str] = field(repr=False, compare=False)
     render_webhook_payload: Callable[[], Mapping[str, Any]] = field(default=dict, repr=False, compare=False)
+    # An earlier attempt may have reached the provider (it timed out or failed after sending, or the process
+    # died before recording it): a channel that can ask the provider does so before sending again.
+    maybe_sent_before: bool = False
 
     @functools.cached_property
     def email_body(self) -> str:

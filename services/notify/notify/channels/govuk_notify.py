@@ -25,6 +25,8 @@ DEFAULT_BASE_URL = "https://api.notifications.service.gov.uk"
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _API_KEY = re.compile(rf"(?P<name>.+)-(?P<service>{_UUID})-(?P<secret>{_UUID})", re.IGNORECASE)
 _PATHS = {ChannelKind.EMAIL: "/v2/notifications/email", ChannelKind.SMS: "/v2/notifications/sms"}
+# A notification in one of these states never reached the person: sending again is right.
+_FAILED = frozenset({"permanent-failure", "temporary-failure", "technical-failure", "validation-failed"})
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,37 @@ class GovUkNotifyChannel:
             "User-Agent": "online-safety-escalation-notify",
         }
         async with _http.client_for(self._client) as client:
-            response = await _http.post(
+            if message.maybe_sent_before:
+                found = await self._sent_before(client, message.message_id, headers)
+                if found is not None:
+                    return DeliveryReceipt(self._kind, message.message_id, found, "found sent by an earlier attempt")
+            response = await _http.request(
                 lambda: client.post(url, json=body, headers=headers, timeout=self._settings.timeout_seconds),
                 "GOV.UK Notify",
                 self._clock,
             )
         return DeliveryReceipt(self._kind, message.message_id, *_provider_id(response))
+
+    async def _sent_before(self, client: httpx.AsyncClient, reference: str, headers: dict[str, str]) -> str | None:
+        """The id of a notification an earlier attempt made with this reference, unless it failed. Notify has no
+        idempotency key: an SMS accepted just before a timeout, a 5xx from a proxy in front of it, or a crash
+        before the send was recorded would otherwise reach the phone twice."""
+        url = self._settings.base_url.rstrip("/") + "/v2/notifications"
+        params = {"reference": reference, "template_type": self._kind.value}
+        response = await _http.request(
+            lambda: client.get(url, params=params, headers=headers, timeout=self._settings.timeout_seconds),
+            "GOV.UK Notify (looking for an earlier attempt)",
+            self._clock,
+        )
+        try:
+            found = response.json().get("notifications", [])
+        except (ValueError, AttributeError):
+            found = []
+        for notification in found if isinstance(found, list) else []:
+            if (isinstance(notification, dict) and notification.get("reference") == reference
+                    and notification.get("status") not in _FAILED and isinstance(notification.get("id"), str)):
+                return str(notification["id"])
+        return None
 
     def _request_body(self, message: OutgoingMessage, address: str) -> dict[str, Any]:
         address = address.strip()

@@ -80,7 +80,7 @@ class WebhookChannel:
             "webhook-signature": sign(self._key, message.message_id, timestamp, body),
         }
         async with _http.client_for(self._client) as client:
-            response = await _http.post(
+            response = await _http.request(
                 lambda: client.post(url, content=body, headers=headers, timeout=self._timeout),
                 "webhook receiver",
                 self._clock,
