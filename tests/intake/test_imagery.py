@@ -77,6 +77,24 @@ async def test_raw_image_body_is_refused_with_the_policy_not_415(shared_client: 
     assert_policy_refusal(response, "the request body")
 
 
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("text/plain", "Screenshot: data:image/png;base64," + b64(tiny_png())),
+    ("application/x-www-form-urlencoded", "description=see+attached&photo=" + b64(tiny_jpeg())),
+])
+async def test_imagery_in_a_text_or_form_body_is_refused_with_the_policy_not_415(
+    shared_client: httpx.AsyncClient, content_type: str, body: str
+) -> None:
+    response = await shared_client.post("/v1/incidents", content=body.encode(),
+                                        headers={**api_key(), "Content-Type": content_type})
+    assert_policy_refusal(response, "the request body")
+
+
+async def test_a_text_body_without_imagery_is_still_the_wrong_type(shared_client: httpx.AsyncClient) -> None:
+    response = await shared_client.post("/v1/incidents", content=b"description=a pupil saw a video",
+                                        headers={**api_key(), "Content-Type": "text/plain"})
+    assert response.status_code == 415, response.text
+
+
 async def test_imagery_is_refused_on_actions_too(shared_client: httpx.AsyncClient) -> None:
     created = await shared_client.post("/v1/incidents", json=report(), headers=api_key())
     incident = created.json()["incident_id"]

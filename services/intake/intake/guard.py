@@ -128,7 +128,9 @@ class BodyGuard:
         if not body:
             return body
         if not is_json(content_type):
-            kind = imagery.sniff(body[:64])
+            # Imagery in a body of any type is refused as imagery (the policy's 422), not only as the wrong type:
+            # raw file bytes, or a data: URI or base64 in a text or form body.
+            kind = imagery.sniff(body[:64]) or imagery.inspect_text(body.decode("utf-8", "replace"))
             if kind is not None:
                 raise ImageryRefused("the request body", kind)
             raise UnsupportedMediaType(
