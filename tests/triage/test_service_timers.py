@@ -4,6 +4,7 @@ acknowledgement and closure (the fencing generation), failed notices, reminders.
 from __future__ import annotations
 
 import asyncio
+import json
 
 from support.triage_service import (
     FakeClock,
@@ -20,6 +21,7 @@ from support.triage_service import (
     runtime_for,
 )
 
+from common.logging import configure
 from common.topics import EventType
 
 from .builders import build_report, staff
@@ -229,3 +231,21 @@ async def test_an_acknowledgement_that_arrives_before_the_report_is_applied_when
         await runtime.stop()
     (row,) = await fetch(stack.admin_dsn, f"SELECT status FROM {isolation}_triage.incidents")  # noqa: S608
     assert row["status"] == "acknowledged"
+
+
+async def test_a_school_without_a_policy_of_its_own_is_said_once(stack, isolation, capsys):
+    """Its incidents are escalated with the default policy's contacts, which are placeholders until the operator
+    edits them: the log says so (once per school), so that nobody assumes the school's own people were told."""
+    clock = FakeClock()
+    runtime = runtime_for(stack, isolation, clock)
+    configure("tests", fmt="json", level="info")
+    await runtime.start()
+    try:
+        for n, school in enumerate(("school-zz", "school-zz", "school-yy")):
+            await handle(runtime, REPORTED, reported_event(f"inc-nopolicy-{n}", csam_report(school_id=school)))
+    finally:
+        await runtime.stop()
+        configure("tests", fmt="json", level="warning")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    said = [line["school"] for line in lines if line.get("event") == "triage.school_without_policy"]
+    assert said == ["school-zz", "school-yy"]

@@ -27,7 +27,7 @@ from triage.chain import next_step
 from triage.classify import classify
 from triage.escalation import plan_escalation, reminders_closed_by
 from triage.new_incidents import CLOSABLE, PlannedIncident, store_new_incidents
-from triage.policy import PolicyBook
+from triage.policy import PolicyBook, SchoolPolicy
 from triage.state import IncidentState, apply_step, lock_incident
 
 log = structlog.get_logger(__name__)
@@ -40,6 +40,7 @@ class TriageHandlers:
         self.policies = policies
         self.clock = clock
         self.reminder_min_period = reminder_min_period
+        self._schools_without_policy: set[str] = set()
 
     def handlers(self) -> Mapping[str, Handler]:
         """Every topic triage consumes: reports a poll's batch at a time (a malformed one fails the batch, which
@@ -61,13 +62,22 @@ class TriageHandlers:
         for event in events:
             reported = IncidentReported.model_validate(event.data)
             report = reported.report
-            policy = self.policies.for_school(report.school_id)
+            policy = self._policy_for(report.school_id)
             classification = classify(report)
             plan = plan_escalation(report, classification, policy, now)
             planned.append(PlannedIncident(event, reported, policy, classification, plan, now))
         stored = await store_new_incidents(conn, planned, reminder_min_period=self.reminder_min_period)
         if stored.early_signals:
             await self._apply_early_signals(conn, [incident.id for incident in stored.incidents], stored.early_signals)
+
+    def _policy_for(self, school_id: str) -> SchoolPolicy:
+        """The school's policy. A school without its own file gets the default, whose contacts are placeholders
+        unless the operator edited them: said once per school, so that nobody assumes its people are told."""
+        if school_id not in self.policies.schools and school_id not in self._schools_without_policy:
+            self._schools_without_policy.add(school_id)
+            log.warning("triage.school_without_policy", school=school_id,
+                        detail="escalated with the default policy's contacts: add a policy file for this school")
+        return self.policies.for_school(school_id)
 
     async def _apply_early_signals(self, conn: Connection, incident_ids: Sequence[str], rows: Sequence[Record]) -> None:
         """Signals that came before their report, taken from `early_signals`: applied per incident in batch order,
