@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -333,24 +333,33 @@ async def _scalar(admin_dsn: str, sql: str) -> int:
         await conn.close()
 
 
+async def _one_by_one(stack, isolation, runtime: Runtime, send_one: Callable[[CloudEvent], Awaitable[None]]) -> None:
+    """Start the runtime, send 8 events one every 50 ms (over 0.4 s) with `send_one`, wait for the last one's
+    effect, stop, and check that each event had its effect once."""
+    events = [report_event(i) for i in range(8)]
+    await runtime.start()
+    try:
+        await eventually(lambda: _assigned(runtime), what="the consumer's partitions")
+        for event in events:
+            await send_one(event)
+            await asyncio.sleep(0.05)
+        await eventually(lambda: _has_effect(stack, isolation, events[-1].id), what="the effects", timeout=10)
+    finally:
+        await runtime.stop()
+    assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
+
+
 async def test_a_consumer_that_gathers_handles_what_arrives_meanwhile_in_one_batch(stack, isolation):
     """consumer_gather_ms (audit, intake's status): events arriving one by one are handled in a few transactions
     instead of one each, each within the gathering time of its arrival, and none is lost or doubled."""
     settings = settings_for(isolation, stack.admin_dsn, stack.bootstrap).model_copy(
         update={"consumer_gather_ms": 700}
     )
-    runtime = sample_runtime(settings, batched=True)
-    await runtime.start()
-    events = [report_event(i) for i in range(8)]
-    try:
-        await eventually(lambda: _assigned(runtime), what="the consumer's partitions")
-        for event in events:  # one every 50 ms, over 0.4 s
-            await produce(stack.bootstrap, f"{isolation}.incidents.reported", [event.to_bytes()], key=b"one")
-            await asyncio.sleep(0.05)
-        await eventually(lambda: _has_effect(stack, isolation, events[-1].id), what="the effects", timeout=10)
-    finally:
-        await runtime.stop()
-    assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
+
+    async def produce_one(event: CloudEvent) -> None:
+        await produce(stack.bootstrap, f"{isolation}.incidents.reported", [event.to_bytes()], key=b"one")
+
+    await _one_by_one(stack, isolation, sample_runtime(settings, batched=True), produce_one)
     # Each batch is one transaction, which stamps the effects it writes with its id (xmin).
     batches = await _scalar(stack.admin_dsn, f"SELECT count(DISTINCT xmin::text) FROM {isolation}_sample.effects")  # noqa: S608
     assert batches <= 3, f"{batches} transactions for 8 events arriving within 0.7 s"
@@ -362,17 +371,12 @@ async def test_a_relay_that_lingers_publishes_what_commits_meanwhile_in_one_pass
         update={"outbox_linger_ms": 700, "outbox_poll_seconds": 30.0}
     )
     runtime = sample_runtime(settings)
-    await runtime.start()
-    events = [report_event(i) for i in range(8)]
-    try:
-        for event in events:  # one commit every 50 ms, each with its NOTIFY
-            async with runtime.pool.acquire() as conn, conn.transaction():
-                await enqueue(conn, [event])
-            await asyncio.sleep(0.05)
-        await eventually(lambda: _has_effect(stack, isolation, events[-1].id), what="the effects", timeout=10)
-    finally:
-        await runtime.stop()
-    assert await effects(stack.admin_dsn, f"{isolation}_sample") == {e.id: 1 for e in events}
+
+    async def commit_one(event: CloudEvent) -> None:  # each commit with its NOTIFY
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, [event])
+
+    await _one_by_one(stack, isolation, runtime, commit_one)
     passes = await _scalar(stack.admin_dsn, f"SELECT count(DISTINCT published_pass) FROM {isolation}_sample.outbox")  # noqa: S608
     assert passes <= 3, f"{passes} relay passes for 8 events committed within 0.7 s"
 
