@@ -151,6 +151,23 @@ def test_digest_lists_every_incident_with_its_own_link_most_urgent_first(make_re
     assert again.message_id == message.message_id and message.message_id.startswith("digest-")
 
 
+def test_a_burst_of_routine_notices_to_one_phone_is_one_sms_with_the_links_that_fit(make_request):
+    """The throttle groups up to 20 routine SMS to one phone in a window. Three fragments hold about two one-time
+    links: the most urgent go in, and the SMS says how many more there are and where their links are."""
+    items = []
+    for n in range(20):
+        request = make_request(notification_id=f"n-{n:02d}", reference=f"OSI-{n:05d}",
+                               incident_class=IncidentClass.INAPPROPRIATE,
+                               urgency=Urgency.HIGH if n == 7 else Urgency.NORMAL)
+        items.append((request, Links(acknowledge=ack_url("https://s.example", f"tok-{n:02d}-" + "x" * 80))))
+    text = render_digest(items).sms_text
+    assert sms.length(text) <= sms.MAX_LENGTH and text == sms.to_gsm(text)
+    assert text.startswith("URGENT: 20 online-safety incidents at Oakfield Primary School.")
+    shown = sorted((text.index(f"tok-{n:02d}-"), n) for n in range(20) if f"tok-{n:02d}-" in text)
+    assert shown[0][1] == 7  # the most urgent first
+    assert text.endswith(f"(+{20 - len(shown)} more incidents, each with its link in your email)")
+
+
 def test_each_form_is_rendered_when_first_read_so_an_impossible_sms_fails_only_the_sms(make_request):
     link = "https://s.example/ack/" + "x" * 600  # no SMS of three fragments can hold it
     message = render(make_request(), Links(acknowledge=link))

@@ -69,11 +69,17 @@ def test_a_child_at_immediate_risk_is_never_held_back(make_request):
     assert [ids(b) for b in result.send_now] == [["n-1"]]
 
 
-def test_sms_is_not_grouped_and_so_not_held(make_request):
+def test_routine_sms_to_a_busy_phone_are_held_and_go_as_one_and_illegal_ones_go_at_once(make_request):
+    """Issue 5: a burst for one school does not become a hundred SMS to one phone in a minute."""
     last_sent = {address_key(SMS): T0}
-    texts = [pending(make_request, n, channel=SMS) for n in (1, 2)]
-    result = plan(T0 + dt.timedelta(seconds=1), texts, policy=POLICY, last_sent=last_sent)
-    assert [ids(b) for b in result.send_now] == [["n-1"], ["n-2"]] and result.held == ()
+    texts = [pending(make_request, n, channel=SMS) for n in range(1, 31)]
+    texts.append(pending(make_request, 99, channel=SMS, incident_class=IncidentClass.ILLEGAL))
+    during = plan(T0 + dt.timedelta(seconds=1), texts, policy=POLICY, last_sent=last_sent)
+    assert [ids(b) for b in during.send_now] == [["n-99"]]
+    assert len(during.held) == 30 and {h.until for h in during.held} == {T0 + WINDOW}
+    routine = [t for t in texts if t.request.notification_id != "n-99"]
+    after = plan(T0 + WINDOW, routine, policy=POLICY, last_sent=last_sent)
+    assert [len(b.items) for b in after.send_now] == [20, 10]  # two SMS for thirty incidents
 
 
 def test_no_message_waits_longer_than_one_window(make_request):

@@ -163,8 +163,8 @@ def _sms(ordered: Sequence[tuple[NotificationRequested, Links]]) -> str:
     return _sms_single(*ordered[0]) if len(ordered) == 1 else _sms_digest(ordered)
 
 
-def _more(count: int, noun: str) -> str:
-    return f"\n(+{count} more {noun}{'' if count == 1 else 's'})" if count else ""
+def _more(count: int, noun: str, where: str = "") -> str:
+    return f"\n(+{count} more {noun}{'' if count == 1 else 's'}{where})" if count else ""
 
 
 def _sms_single(request: NotificationRequested, links: Links) -> str:
@@ -187,17 +187,20 @@ def _sms_single(request: NotificationRequested, links: Links) -> str:
     return text + _more(len(lines) - used, "step")
 
 
+_ELSEWHERE = ", each with its link in your email"
+
+
 def _sms_digest(ordered: Sequence[tuple[NotificationRequested, Links]]) -> str:
-    """Each incident needs its own one-time link and three fragments hold about two; `throttle` therefore
-    does not group SMS by default. Should a larger group arrive, the links that fit go first."""
+    """Routine notices to one phone within a window, as one SMS (`throttle`): three fragments hold about two
+    one-time links, so the most urgent incidents' links go first and the SMS says how many more there are."""
     school = sms.truncate(sms.to_gsm(_schools(ordered)), 60)
     first = ordered[0][0]
     text = sms.to_gsm(f"{URGENCY_LABELS[first.urgency]}: {len(ordered)} online-safety incidents at {school}.")
     for n, (request, links) in enumerate(ordered):
         line = "\n" + sms.to_gsm(f"{request.reference} ({CLASS_LABELS[request.incident_class]}): ")
         line += links.acknowledge
-        if sms.length(text + line + _more(len(ordered) - n - 1, "incident")) > sms.MAX_LENGTH:
-            return text + _more(len(ordered) - n, "incident")
+        if sms.length(text + line + _more(len(ordered) - n - 1, "incident", _ELSEWHERE)) > sms.MAX_LENGTH:
+            return text + _more(len(ordered) - n, "incident", _ELSEWHERE)
         text += line
     return text
 

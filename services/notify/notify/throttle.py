@@ -58,8 +58,10 @@ class ThrottlePlan:
 
 
 def _default_max_batch() -> Mapping[ChannelKind, int]:
-    # An SMS holds about two one-time links in three fragments, and every incident needs its own link.
-    return {ChannelKind.EMAIL: 20, ChannelKind.WEBHOOK: 20, ChannelKind.SMS: 1}
+    # A burst of routine notices to one phone becomes one SMS a window, not one each (issue 5: not "a hundred SMS
+    # to one phone in a minute"). Three fragments hold about two one-time links: the digest carries those and says
+    # how many more there are, each in full in the recipient's email; one nobody acknowledges escalates as usual.
+    return {ChannelKind.EMAIL: 20, ChannelKind.WEBHOOK: 20, ChannelKind.SMS: 20}
 
 
 @dataclass(frozen=True)
