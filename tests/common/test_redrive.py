@@ -12,7 +12,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import asyncpg
@@ -155,14 +156,8 @@ async def test_events_the_broker_lost_before_they_were_consumed_are_each_process
 async def test_a_loss_is_seen_even_when_new_events_landed_on_the_lost_ones_offsets(stack, isolation):
     # After a restart the relay publishes new events at once; on a quiet topic they take the very offsets of
     # the lost ones, so "is our last record still there?" alone would be answered yes.
-    producer = _producer(isolation, stack, watch_seconds=3600.0)
-    await producer.start()
-    consumer = _consumer(isolation, stack)
-    try:
-        lost = _one_per_topic(1, subject="incident-1")
-        await _publish(producer, lost)
+    async with _lost_then_newer(stack, isolation) as (producer, consumer, lost, newer):
         _restart_broker(stack)
-        newer = _one_per_topic(2, subject="incident-1")  # the same key: the same partitions
         await _publish(producer, newer)  # offset 0 of every topic again, where the lost ones were
 
         losses = await producer.broker_watch.check_once()
@@ -170,9 +165,6 @@ async def test_a_loss_is_seen_even_when_new_events_landed_on_the_lost_ones_offse
 
         await consumer.start()
         await _each_once(stack, isolation, lost + newer, producer)
-    finally:
-        await consumer.stop()
-        await producer.stop()
 
 
 async def test_a_broker_that_lost_nothing_is_not_suspected_after_a_burst_of_batched_publishes(stack, isolation):
@@ -254,16 +246,10 @@ async def test_a_log_that_began_again_while_the_broker_was_asked_is_seen_under_t
     # the relay publishes meanwhile may land on a log that began again, at the offsets of rows it lost: the step
     # under the lock looks at the passes published since the outbox was read, and re-drives rather than move a
     # safe point on offsets read from the new log.
-    producer = _producer(isolation, stack, watch_seconds=3600.0)
-    await producer.start()
-    consumer = _consumer(isolation, stack)
-    try:
-        lost = _one_per_topic(1, subject="incident-1")
-        await _publish(producer, lost)
+    async with _lost_then_newer(stack, isolation) as (producer, consumer, lost, newer):
         watch = producer.broker_watch
         assert watch is not None
         asked = watch._committed  # noqa: SLF001 - the step between reading the outbox and acting on it
-        newer = _one_per_topic(2, subject="incident-1")  # the same key: the same partitions
 
         async def restarted_meanwhile(partitions: dict[str, list[int]]) -> dict[str, list[int]]:
             _restart_broker(stack)
@@ -280,6 +266,21 @@ async def test_a_log_that_began_again_while_the_broker_was_asked_is_seen_under_t
 
         await consumer.start()
         await _each_once(stack, isolation, lost + newer, producer)
+
+
+@asynccontextmanager
+async def _lost_then_newer(
+    stack, isolation: str
+) -> AsyncIterator[tuple[Runtime, Runtime, list[CloudEvent], list[CloudEvent]]]:
+    """A producer (its watch left to the test) that has published `lost`, one event a topic, and a consumer not
+    yet started; `newer` has the same key, so it goes to the same partitions as `lost`. Both stopped after."""
+    producer = _producer(isolation, stack, watch_seconds=3600.0)
+    await producer.start()
+    consumer = _consumer(isolation, stack)
+    try:
+        lost = _one_per_topic(1, subject="incident-1")
+        await _publish(producer, lost)
+        yield producer, consumer, lost, _one_per_topic(2, subject="incident-1")
     finally:
         await consumer.stop()
         await producer.stop()

@@ -15,8 +15,8 @@ from support.triage_service import (
     fetch,
     handle,
     reported_event,
-    runtime_for,
     settings_for,
+    started,
 )
 
 from common.db import Connection
@@ -54,11 +54,7 @@ async def state(admin_dsn: str, schema: str, incident_id: str) -> tuple[str, lis
 
 
 async def test_an_acknowledgement_committed_while_its_report_is_being_stored_is_applied(stack, isolation):
-    clock = FakeClock()
-    runtime = runtime_for(stack, isolation, clock)
-    schema = f"{isolation}_triage"
-    await runtime.start()
-    try:
+    async with started(stack, isolation) as (runtime, clock, schema):
         # A signal for an incident triage has not seen: it waits for its report, untouched by the pass.
         await handle(runtime, ACKED, ack_event("inc-not-yet", clock.at(0)))
         await held_open_while(
@@ -72,16 +68,10 @@ async def test_an_acknowledgement_committed_while_its_report_is_being_stored_is_
         assert await state(stack.admin_dsn, schema, "inc-race-1") == ("acknowledged", ["inc-not-yet"])
         assert await runtime.apply_stranded_signals() == 0
         assert (await runtime.fire_due(clock.at(600))).fired == 0  # acknowledged: nobody else is escalated to
-    finally:
-        await runtime.stop()
 
 
 async def test_an_action_kept_as_early_while_its_report_is_stored_is_applied(stack, isolation):
-    clock = FakeClock()
-    runtime = runtime_for(stack, isolation, clock)
-    schema = f"{isolation}_triage"
-    await runtime.start()
-    try:
+    async with started(stack, isolation) as (runtime, clock, schema):
         await held_open_while(
             runtime,
             step(runtime, ACTIONS, action_event("inc-race-2", clock.at(1), "device_secured")),
@@ -96,8 +86,6 @@ async def test_an_action_kept_as_early_while_its_report_is_stored_is_applied(sta
             f"SELECT closed_by FROM {schema}.reminders WHERE code = 'secure_and_isolate_device'",  # noqa: S608
         )
         assert reminder["closed_by"] == "device_secured"
-    finally:
-        await runtime.stop()
 
 
 async def test_the_runtime_applies_stranded_signals_in_the_background(stack, isolation):

@@ -19,6 +19,7 @@ from support.triage_service import (
     outbox,
     reported_event,
     runtime_for,
+    started,
 )
 
 from common.logging import configure
@@ -31,19 +32,13 @@ REPORTED, ACKED, ACTIONS, FAILED = "incidents.reported", "incidents.acknowledged
 
 
 async def test_escalation_walks_every_level_then_repeats_the_top_and_says_so(stack, isolation):
-    clock = FakeClock()
-    runtime = runtime_for(stack, isolation, clock)
-    schema = f"{isolation}_triage"
-    await runtime.start()
-    try:
+    async with started(stack, isolation) as (runtime, clock, schema):
         await handle(runtime, REPORTED, reported_event("inc-walk-1"))
         assert (await runtime.fire_due(clock.at(14))).fired == 0
         steps = []
         for minute in (15, 29, 30, 59, 60, 90):  # illegal: 15 min, 15 min, 30 min, then every 30 min
             steps.append((minute, (await runtime.fire_due(clock.at(minute))).fired))
         assert steps == [(15, 1), (29, 0), (30, 1), (59, 0), (60, 1), (90, 1)]
-    finally:
-        await runtime.stop()
 
     events = await outbox(stack.admin_dsn, schema)
     assert escalation_notices(events) == [
@@ -110,11 +105,7 @@ async def test_two_triage_processes_firing_at_once_neither_miss_nor_double_a_tim
 
 
 async def test_acknowledgement_stops_the_timers_and_a_stale_generation_does_nothing(stack, isolation):
-    clock = FakeClock()
-    runtime = runtime_for(stack, isolation, clock)
-    schema = f"{isolation}_triage"
-    await runtime.start()
-    try:
+    async with started(stack, isolation) as (runtime, clock, schema):
         await handle(runtime, REPORTED, reported_event("inc-ack-1"))
         assert (await runtime.fire_due(clock.at(15))).escalated == 1
         await handle(runtime, ACKED, ack_event("inc-ack-1", clock.at(20), role="deputy_dsl"))
@@ -122,8 +113,6 @@ async def test_acknowledgement_stops_the_timers_and_a_stale_generation_does_noth
         # A failure report for a notice of the old generation, then the timers long after: nothing is sent.
         await handle(runtime, FAILED, failed_event("inc-ack-1", role="deputy_dsl", level=1, generation=1))
         assert (await runtime.fire_due(clock.at(600))).fired == 0
-    finally:
-        await runtime.stop()
     columns = "status, generation, next_due_at, acknowledged_by"
     (row,) = await fetch(stack.admin_dsn, f"SELECT {columns} FROM {schema}.incidents")  # noqa: S608
     assert (row["status"], row["generation"], row["next_due_at"], row["acknowledged_by"]) == (
@@ -138,12 +127,8 @@ async def test_an_acknowledgement_or_closure_from_outside_the_chain_does_not_sto
     allegation about the headteacher goes to the chair of governors instead, and the headteacher's own
     acknowledgement or closure must not stop it. (Intake refuses these once it knows the chain; this is for what it
     accepted before it did.)"""
-    clock = FakeClock()
-    runtime = runtime_for(stack, isolation, clock)
-    schema = f"{isolation}_triage"
     about_the_head = build_report("allegation_about_staff", "Allegation from a parent.", [staff("Head Teacher")])
-    await runtime.start()
-    try:
+    async with started(stack, isolation) as (runtime, clock, schema):
         await handle(runtime, REPORTED, reported_event("inc-illegal", csam_report()))
         await handle(runtime, REPORTED, reported_event("inc-head", about_the_head.model_dump(mode="json")))
         for incident, role in (("inc-illegal", "governor"), ("inc-head", "headteacher"), ("inc-head", "Head Teacher")):
@@ -157,26 +142,19 @@ async def test_an_acknowledgement_or_closure_from_outside_the_chain_does_not_sto
         await handle(runtime, ACKED, ack_event("inc-head", clock.at(16), role="Chair of Governors"))
         await handle(runtime, ACKED, ack_event("inc-illegal", clock.at(16), role="deputy_dsl"))
         assert (await runtime.fire_due(clock.at(600))).fired == 0
-    finally:
-        await runtime.stop()
     rows = await fetch(stack.admin_dsn, f"SELECT id, status, acknowledged_by FROM {schema}.incidents ORDER BY id")  # noqa: S608
     assert [(r["id"], r["status"], r["acknowledged_by"]) for r in rows] == [
         ("inc-head", "acknowledged", "Chair of Governors"), ("inc-illegal", "acknowledged", "deputy_dsl")]
 
 
 async def test_a_failed_notice_of_the_current_level_escalates_at_once(stack, isolation):
-    clock = FakeClock()
-    runtime = runtime_for(stack, isolation, clock)
-    await runtime.start()
-    try:
+    async with started(stack, isolation) as (runtime, clock, _):
         await handle(runtime, REPORTED, reported_event("inc-fail-1"))
         clock.at(2)
         await handle(runtime, FAILED, failed_event("inc-fail-1", role="dsl", level=0, generation=1))
         await handle(runtime, FAILED, failed_event("inc-fail-1", role="headteacher", level=0, generation=1))
         assert (await runtime.fire_due(clock.at(16))).fired == 0  # level 1's own timeout runs from minute 2
         assert (await runtime.fire_due(clock.at(17))).escalated == 1
-    finally:
-        await runtime.stop()
     events = await outbox(stack.admin_dsn, f"{isolation}_triage")
     escalated = of_type(events, EventType.INCIDENT_ESCALATED)
     assert [(e.data["from_level"], e.data["to_level"]) for e in escalated] == [(0, 1), (1, 2)]
@@ -184,11 +162,7 @@ async def test_a_failed_notice_of_the_current_level_escalates_at_once(stack, iso
 
 
 async def test_actions_close_their_reminders_overdue_ones_renotify_and_closing_stops_everything(stack, isolation):
-    clock = FakeClock()
-    runtime = runtime_for(stack, isolation, clock)
-    schema = f"{isolation}_triage"
-    await runtime.start()
-    try:
+    async with started(stack, isolation) as (runtime, clock, schema):
         await handle(runtime, REPORTED, reported_event("inc-act-1"))
         await handle(runtime, ACKED, ack_event("inc-act-1", clock.at(5)))
         await handle(runtime, ACTIONS, action_event("inc-act-1", clock.at(10), "referral_made", "police"))
@@ -200,8 +174,6 @@ async def test_actions_close_their_reminders_overdue_ones_renotify_and_closing_s
         later = await runtime.fire_due(clock.at(122))
         await handle(runtime, ACTIONS, action_event("inc-act-1", clock.at(130), "incident_closed"))
         after_close = await runtime.fire_due(clock.at(10_000))
-    finally:
-        await runtime.stop()
     assert (first.reminders, again.reminders, later.reminders, after_close.reminders) == (1, 0, 1, 0)
     assert after_close.fired == 0
     rows = await fetch(stack.admin_dsn, f"SELECT code, closed_by FROM {schema}.reminders")  # noqa: S608
@@ -220,15 +192,10 @@ async def test_actions_close_their_reminders_overdue_ones_renotify_and_closing_s
 
 
 async def test_an_acknowledgement_that_arrives_before_the_report_is_applied_when_it_is_triaged(stack, isolation):
-    clock = FakeClock()
-    runtime = runtime_for(stack, isolation, clock)
-    await runtime.start()
-    try:
+    async with started(stack, isolation) as (runtime, clock, _):
         await handle(runtime, ACKED, ack_event("inc-early-1", clock.at(0)))
         await handle(runtime, REPORTED, reported_event("inc-early-1"))
         assert (await runtime.fire_due(clock.at(600))).fired == 0
-    finally:
-        await runtime.stop()
     (row,) = await fetch(stack.admin_dsn, f"SELECT status FROM {isolation}_triage.incidents")  # noqa: S608
     assert row["status"] == "acknowledged"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +40,18 @@ def settings_for(stack: Any, isolation: str, **extra: Any) -> TriageSettings:
 def runtime_for(stack: Any, isolation: str, clock: FakeClock, *, consume: bool = False, **extra: Any) -> TriageRuntime:
     """A triage runtime on the test's schema; by default without consumer or background loops (tests drive them)."""
     return TriageRuntime(settings_for(stack, isolation, **extra), clock=clock, run_background=False, consume=consume)
+
+
+@asynccontextmanager
+async def started(stack: Any, isolation: str, **extra: Any) -> AsyncIterator[tuple[TriageRuntime, FakeClock, str]]:
+    """`runtime_for` on a fresh fake clock, started for the block and stopped after it: (runtime, clock, schema)."""
+    clock = FakeClock()
+    runtime = runtime_for(stack, isolation, clock, **extra)
+    await runtime.start()
+    try:
+        yield runtime, clock, f"{isolation}_triage"
+    finally:
+        await runtime.stop()
 
 
 def csam_report(school_id: str = "school-a", **overrides: Any) -> dict[str, Any]:
