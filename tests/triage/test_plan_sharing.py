@@ -78,3 +78,18 @@ def test_a_draft_given_other_reminders_carries_those_not_its_originals(policy: S
     overdue = replace(original, reminders=(plan.reminders[-1],))  # as an overdue reminder's re-notice is drafted
     assert overdue.request_data(**ids) == overdue.to_request(**ids).model_dump(mode="json")
     assert [r["code"] for r in overdue.request_data(**ids)["reminders"]] == [plan.reminders[-1].code]
+
+
+def test_reports_made_in_the_same_second_share_a_plan_and_their_deadlines_run_from_that_second(
+    policy: SchoolPolicy,
+) -> None:
+    report = build_report("allegation_about_staff", "A parent says a teacher messaged their child privately.")
+    at = datetime(2026, 11, 20, 9, 15, 7, 120_000, tzinfo=UTC)
+    plan = plan_escalation(report, classify(report), policy, NOW, reported_at=at)
+    same_second = plan_escalation(report, classify(report), policy, NOW, reported_at=at.replace(microsecond=990_000))
+    next_second = plan_escalation(report, classify(report), policy, NOW, reported_at=at.replace(second=8))
+    assert same_second is plan and next_second is not plan
+    # Reported on Friday morning, triaged in the afternoon: one working day from the morning, not the afternoon.
+    (lado,) = [r for r in plan.reminders if r.code == "refer_lado"]
+    assert lado.due_at == datetime(2026, 11, 23, 9, 15, 7, tzinfo=UTC)
+    assert plan.cursor.next_due_at is not None and plan.cursor.next_due_at > NOW  # the chain's timeout runs from now

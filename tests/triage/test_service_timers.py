@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 
 from support.triage_service import (
     FakeClock,
@@ -22,6 +23,7 @@ from support.triage_service import (
     started,
 )
 
+from common.events import CloudEvent
 from common.logging import configure
 from common.topics import EventType
 
@@ -216,3 +218,38 @@ async def test_a_school_without_a_policy_of_its_own_is_said_once(stack, isolatio
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     said = [line["school"] for line in lines if line.get("event") == "triage.school_without_policy"]
     assert said == ["school-zz", "school-yy"]
+
+
+async def test_reminder_deadlines_run_from_when_the_school_reported_not_from_when_triage_caught_up(stack, isolation):
+    lost_data = csam_report(category="personal_data_lost", risk_area="commerce",
+                            description="A memory stick with pupils' SEN records was left on a bus.")
+    async with started(stack, isolation) as (runtime, clock, schema):
+        now = clock.at(0)
+        # Reported on Saturday morning; triage (or the broker) was down until Monday 10:00.
+        await handle(runtime, REPORTED, reported_event("inc-late-1", lost_data,
+                                                       reported_at=now - timedelta(hours=48, microseconds=250)))
+        # A clock ahead of triage's cannot move a deadline later than triage's own now.
+        await handle(runtime, REPORTED, reported_event("inc-ahead-1", lost_data, reported_at=now + timedelta(hours=5)))
+        rows = await fetch(stack.admin_dsn, f"SELECT incident_id, due_at, next_notify_at FROM {schema}.reminders "  # noqa: S608
+                           "WHERE code = 'notify_ico' ORDER BY incident_id")
+        # Still due 72 hours after the report: its owner is told when it is due, not 48 hours after that.
+        await runtime.fire_due(clock.at(23 * 60 + 59))
+        nothing_yet = _ico_overdue(await outbox(stack.admin_dsn, schema))
+        await runtime.fire_due(clock.at(24 * 60 + 1))
+        told = _ico_overdue(await outbox(stack.admin_dsn, schema))
+    assert [(r["incident_id"], r["due_at"]) for r in rows] == [
+        ("inc-ahead-1", now + timedelta(hours=72)),
+        ("inc-late-1", now + timedelta(hours=24, seconds=-1)),  # truncated to the second: never later
+    ]
+    assert (nothing_yet, told) == ([], ["inc-late-1"])
+    events = await outbox(stack.admin_dsn, schema)
+    (late,) = [e.data for e in of_type(events, EventType.INCIDENT_TRIAGED) if e.data["incident_id"] == "inc-late-1"]
+    (ico,) = [r for r in late["reminders"] if r["code"] == "notify_ico"]
+    assert ico["due_at"] == (now + timedelta(hours=24, seconds=-1)).isoformat().replace("+00:00", "Z")
+
+
+def _ico_overdue(events: list[CloudEvent]) -> list[str]:
+    """The incidents whose ICO reminder was overdue and re-notified, in order."""
+    return [e.data["incident_id"] for e in of_type(events, EventType.NOTIFICATION_REQUESTED)
+            if e.data["reason"].startswith("overdue reminder")
+            and [r["code"] for r in e.data["reminders"]] == ["notify_ico"]]

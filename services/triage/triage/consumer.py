@@ -64,7 +64,7 @@ class TriageHandlers:
             report = reported.report
             policy = self._policy_for(report.school_id)
             classification = classify(report)
-            plan = plan_escalation(report, classification, policy, now)
+            plan = plan_escalation(report, classification, policy, now, reported_at=event.time)
             planned.append(PlannedIncident(event, reported, policy, classification, plan, now))
         stored = await store_new_incidents(conn, planned, reminder_min_period=self.reminder_min_period)
         if stored.early_signals:

@@ -104,24 +104,37 @@ class EscalationPlan:
 
 
 def plan_escalation(
-    report: IncidentReport, classification: Classification, policy: SchoolPolicy, now: datetime
+    report: IncidentReport, classification: Classification, policy: SchoolPolicy, now: datetime,
+    *, reported_at: datetime | None = None,
 ) -> EscalationPlan:
-    """Freeze the chain, date the reminders and draft the first notices for a classified report. What depends
-    only on the policy (chains, contacts, reminder texts) is derived once per policy (`triage.policy_derived`),
-    and reports of one school classed alike at the same instant (`now`, the very object) share one plan."""
+    """Freeze the chain, date the reminders and draft the first notices for a classified report. The chain's
+    timeouts run from `now`, when its first people are told; the reminders' deadlines (LADO within a working
+    day, ICO within 72 hours) run from `reported_at`, when the school reported it, so that triage or the broker
+    being down for a while does not push them back. What depends only on the policy (chains, contacts, reminder
+    texts) is derived once per policy (`triage.policy_derived`), and reports of one school classed alike at the
+    same instant (`now`, the very object) and reported in the same second share one plan."""
     derived = derived_from(policy)
     memo = derived.memo_at(now)
-    key = ("plan", report.school_id, classification)
+    reported_at = reporting_second(reported_at, now)
+    key = ("plan", report.school_id, classification, reported_at)
     found = memo.get(key)
     if isinstance(found, EscalationPlan):
         return found
-    plan = _plan(report, classification, policy, now, derived)
+    plan = _plan(report, classification, policy, now, reported_at, derived)
     memo[key] = plan
     return plan
 
 
+def reporting_second(reported_at: datetime | None, now: datetime) -> datetime:
+    """When the deadlines start: the report's time, never later than `now` (a clock ahead of ours), truncated to
+    the second, which makes a deadline at most a second early and lets a second's reports share a plan."""
+    if reported_at is None or reported_at > now:
+        return now
+    return reported_at.replace(microsecond=0)
+
+
 def _plan(report: IncidentReport, classification: Classification, policy: SchoolPolicy, now: datetime,
-          derived: PolicyDerived) -> EscalationPlan:
+          reported_at: datetime, derived: PolicyDerived) -> EscalationPlan:
     standing_aside = classification.roles_standing_aside
     chosen = derived.chosen(classification.incident_class, classification.circumstances, standing_aside)
     chain = chosen.chain
@@ -129,7 +142,7 @@ def _plan(report: IncidentReport, classification: Classification, policy: School
     reminders = tuple(
         Reminder(
             code=t.code, text=t.text, owner_role=t.owner_role,
-            due_at=t.due.due_at(now, policy.working_hours) if t.due else None,
+            due_at=t.due.due_at(reported_at, policy.working_hours) if t.due else None,
         )
         for t in derived.reminders(classification.incident_class, classification.reminder_codes, standing_aside)
     )

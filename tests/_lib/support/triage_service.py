@@ -69,12 +69,15 @@ def csam_report(school_id: str = "school-a", **overrides: Any) -> dict[str, Any]
     return {**report, **overrides}
 
 
-def reported_event(incident_id: str, report: dict[str, Any] | None = None) -> CloudEvent:
+def reported_event(incident_id: str, report: dict[str, Any] | None = None, *,
+                   reported_at: datetime | None = None) -> CloudEvent:
+    """`incidents.reported` as intake publishes it; its time (when intake accepted it) is now unless given."""
     report = report or csam_report()
     return new_event(
         EventType.INCIDENT_REPORTED, source="tests", subject=incident_id, schoolid=report["school_id"],
         data={"incident_id": incident_id, "reference": "OSI-" + incident_id[-5:].upper(), "integration_id": "cpoms",
               "report": report},
+        **({"clock": lambda: reported_at} if reported_at is not None else {}),
     )
 
 
