@@ -45,12 +45,13 @@ def test_it_names_kafka_postgres_and_every_service(compose: dict[str, Any]) -> N
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_each_service_runs_from_the_monorepo_image_once_kafka_and_postgres_are_healthy(
+def test_each_service_runs_from_the_monorepo_image_as_its_own_role_once_kafka_and_postgres_are_healthy(
     compose: dict[str, Any], name: str
 ) -> None:
     service = compose["services"][name]
 
-    assert service["command"] == ["python", "-m", name]
+    # Migrated with the administrative URL, then run as the service's own role alone.
+    assert service["command"] == ["python", "-m", "common.migrate", "--exec", name]
     assert service["build"] == {"context": ".", "dockerfile": "infra/Dockerfile"}
     assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert service["depends_on"]["postgres"]["condition"] == "service_healthy"

@@ -45,7 +45,7 @@ def test_with_external_servers_only_the_services_run_and_each_gets_its_settings(
     by_name = {c.name: c for c in built.components}
     web_port = env["DEVSTACK_WEB_PORT"]
     for name, component in by_name.items():
-        assert component.argv[1:] == ("-m", name)
+        assert component.argv[1:] == ("-m", "common.migrate", "--exec", name)  # then runs as its own role alone
         assert component.env["HTTP_PORT"] == env[f"DEVSTACK_{name.upper()}_PORT"]
         assert component.env["DATABASE_URL"] == EXTERNAL["DATABASE_URL"]
         assert component.env["KAFKA_BOOTSTRAP_SERVERS"] == EXTERNAL["KAFKA_BOOTSTRAP_SERVERS"]

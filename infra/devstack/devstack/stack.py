@@ -246,8 +246,10 @@ def _services(
         child_env = {**service_env, "SERVICE_NAME": spec.name, "HTTP_PORT": str(number)}
         if spec.smtp:
             child_env |= {"SMTP_HOST": servers.smtp_host, "SMTP_PORT": servers.smtp_port}
+        # Migrated with the administrative URL, then run as the service's own role alone (common.migrate).
         components.append(Component(
-            spec.name, (sys.executable, "-m", spec.module), stage=2, env=child_env, cwd=repo_root(),
+            spec.name, (sys.executable, "-m", "common.migrate", "--exec", spec.module), stage=2, env=child_env,
+            cwd=repo_root(),
             endpoint=Endpoint(LOOPBACK, number, f"http://{LOOPBACK}:{number}"),
         ))
     return components

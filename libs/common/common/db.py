@@ -2,7 +2,9 @@
 
 Migrations run with the administrative URL, as a NOLOGIN owner role of the schema; the service then
 works through a login role that has only the grants its migrations give it. The audit log relies on
-this: its writer can INSERT and SELECT, and cannot ALTER or DISABLE TRIGGER what it does not own.
+this: its writer can INSERT and SELECT, and cannot ALTER or DISABLE TRIGGER what it does not own. Given
+only that role's URL (`DB_APP_URL`), a service never holds the administrative credentials at all: someone
+else migrates first (`common.migrate`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+
+from common.settings import ServiceSettings
 
 # A connection as handlers receive it: straight from asyncpg or borrowed from a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -122,6 +126,8 @@ async def migrate(admin_dsn: str, schema: str, migrations: list[Migration], pass
             "CREATE TABLE IF NOT EXISTS schema_migrations"
             " (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
+        # The app role may read which migrations were applied (`open_migrated` checks), nothing more.
+        await conn.execute(f"GRANT SELECT ON schema_migrations TO {roles.app}")
         applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         for migration in migrations:
             if migration.version in applied:
@@ -180,3 +186,46 @@ async def prepare_database(
     password = app_password(admin_dsn, roles.app, configured_password)
     await migrate(admin_dsn, schema, common_migrations() + service_migrations, password)
     return await create_pool(dsn_for_role(admin_dsn, roles.app, password), schema, max_size=max_size)
+
+
+async def open_migrated(
+    app_dsn: str, schema: str, service_migrations: list[Migration], *, max_size: int = 10
+) -> asyncpg.Pool:
+    """A pool as the service's least-privilege role on a schema that someone else migrated; refuses a schema
+    that lacks a migration this code needs (naming them), rather than running on tables it does not expect."""
+    pool = await create_pool(app_dsn, schema, max_size=max_size)
+    try:
+        applied = {r["version"] for r in await pool.fetch("SELECT version FROM schema_migrations")}
+    except (asyncpg.UndefinedTableError, asyncpg.InsufficientPrivilegeError):
+        applied = set()
+    missing = [m.version for m in common_migrations() + service_migrations if m.version not in applied]
+    if missing:
+        await pool.close()
+        raise MigrationError(
+            f"schema {schema} lacks migrations {', '.join(missing)}: apply them with the administrative URL first "
+            f"(python -m common.migrate {schema})"
+        )
+    return pool
+
+
+def app_dsn_of(settings: ServiceSettings) -> str:
+    """The URL of the service's least-privilege role: as given (`DB_APP_URL`), or derived from the administrative
+    URL and the role's password."""
+    if settings.db_app_url:
+        return settings.db_app_url
+    roles = SchemaRoles(check_identifier(settings.schema_name))
+    return dsn_for_role(settings.database_url, roles.app, app_password(
+        settings.database_url, roles.app, settings.db_app_password))
+
+
+async def open_database(
+    settings: ServiceSettings, service_migrations: list[Migration], *, max_size: int
+) -> asyncpg.Pool:
+    """The service's pool: with only its role's URL, on a schema migrated beforehand; otherwise migrated here with
+    the administrative URL first (tests, and a service run alone)."""
+    if settings.db_app_url:
+        return await open_migrated(settings.db_app_url, settings.schema_name, service_migrations, max_size=max_size)
+    return await prepare_database(
+        settings.database_url, settings.schema_name, service_migrations,
+        configured_password=settings.db_app_password, max_size=max_size,
+    )

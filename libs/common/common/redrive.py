@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from common.db import Connection, prepare_database
+from common.db import Connection, open_database
 from common.kafka import Publisher
 from common.outbox import OutboxRelay, wake_relay
 from common.settings import ServiceSettings
@@ -90,9 +90,7 @@ async def redrive(
 ) -> RedriveSummary:
     """Mark the period's rows and publish them (with the service's own relay, if it is running, taking turns)."""
     started = time.monotonic()
-    pool = await prepare_database(
-        settings.database_url, settings.schema_name, [], configured_password=settings.db_app_password, max_size=2
-    )
+    pool = await open_database(settings, [], max_size=2)
     names = TopicNames(settings.topic_prefix)
     publisher = Publisher(settings.kafka_bootstrap_servers, names.all(), settings.topic_partitions)
     relay = OutboxRelay(pool, publisher, names, schema=settings.schema_name)

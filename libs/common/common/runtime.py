@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from common.broker_watch import BrokerWatch
 from common.consumer import ConsumerRunner, Handler, RawHandler
-from common.db import Migration, prepare_database
+from common.db import Migration, open_database
 from common.health import Check, broker_check, database_check
 from common.kafka import Publisher
 from common.outbox import OutboxRelay
@@ -64,11 +64,7 @@ class Runtime:
     async def start(self) -> None:
         s = self.settings
         self._pool = await _retrying(
-            "database",
-            lambda: prepare_database(
-                s.database_url, s.schema_name, self.spec.migrations,
-                configured_password=s.db_app_password, max_size=s.db_pool_max,
-            ),
+            "database", lambda: open_database(s, self.spec.migrations, max_size=s.db_pool_max)
         )
         self.relay = OutboxRelay(
             self.pool, self.publisher, self.topics, schema=s.schema_name,

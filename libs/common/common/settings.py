@@ -20,6 +20,12 @@ class ServiceSettings(BaseSettings):
     db_app_password: str | None = Field(
         default=None, description="Password of the service's least-privilege role; derived if unset."
     )
+    db_app_url: str | None = Field(
+        default=None,
+        description="URL of the service's least-privilege role. When set, the service uses it alone and never "
+        "DATABASE_URL: it applies no migrations (`python -m common.migrate <service>` does, with the administrative "
+        "URL, beforehand) and refuses to start on a schema that lacks one. `make run` starts every service so.",
+    )
     db_pool_max: int = 10
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = Field(default="", description="Prefix of every topic name (tests, tenants).")

@@ -31,7 +31,7 @@ from audit.export import export_period
 from audit.replay import compare_with_live, load_events, republish, timeline_lines
 from audit.store import record_read, schools
 from audit.verify import verify_school
-from common.db import SchemaRoles, app_password, check_identifier, dsn_for_role
+from common.db import app_dsn_of, check_identifier
 
 
 def moment(text: str) -> datetime:
@@ -65,11 +65,8 @@ def parser() -> argparse.ArgumentParser:
 
 async def connect(settings: AuditSettings) -> asyncpg.Connection:
     """As the service's own least-privilege role: the CLI can read and append, never rewrite."""
-    roles = SchemaRoles(check_identifier(settings.schema_name))
-    password = app_password(settings.database_url, roles.app, settings.db_app_password)
     conn: asyncpg.Connection = await asyncpg.connect(
-        dsn_for_role(settings.database_url, roles.app, password),
-        server_settings={"search_path": roles.schema},
+        app_dsn_of(settings), server_settings={"search_path": check_identifier(settings.schema_name)},
     )
     return conn
 
