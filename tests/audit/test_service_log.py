@@ -9,9 +9,12 @@ import json
 
 import asyncpg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from structlog.testing import capture_logs
 from support.helpers import eventually, produce
 
-from audit.checkpoints import checkpoint_all
+from audit.checkpoint import Checkpoint, LogSigner
+from audit.checkpoints import checkpoint_all, checkpoint_school, origin_of
 from audit.cli import run_cli
 from audit.store import append
 from common.db import SchemaRoles, app_password, dsn_for_role
@@ -236,3 +239,51 @@ async def test_the_checkpoint_loop_refuses_to_sign_over_a_rewritten_log(stack, i
             assert await checkpoint_all(conn, settings, app.state.signer) == 0  # refused: not an extension
             sizes = [r["size"] for r in await conn.fetch("SELECT size FROM audit_checkpoints")]
     assert sizes == [4]
+
+
+async def test_checkpoint_rows_the_log_did_not_sign_neither_stop_signing_nor_are_extended(stack, isolation, tmp_path):
+    """The writer's role may insert into audit_checkpoints. A row signed by another key, at a size beyond the log's,
+    used to be taken as the last checkpoint: signing stopped ('records were removed'). It is passed over now, and
+    one in the very place of the next checkpoint is refused for that school alone, naming it."""
+    settings = audit_settings(isolation, stack, tmp_path)
+    stranger = LogSigner(settings.log_origin, Ed25519PrivateKey.generate())
+
+    def forged(school: str, size: int) -> str:
+        return stranger.sign_note(Checkpoint(origin_of(settings, school), size, b"\x07" * 32).text())
+
+    async with running(settings) as (app, client):
+        pool = app.state.runtime.pool
+        await log_events(pool, incident_events("school-f", "inc-f"))
+        await log_events(pool, incident_events("school-g", "inc-g"))
+        async with pool.acquire() as conn:
+            sizes = {school: await conn.fetchval("SELECT count(*) FROM audit_records WHERE school_id = $1", school)
+                     for school in ("school-f", "school-g")}
+            insert = "INSERT INTO audit_checkpoints (school_id, size, root_hash, note) VALUES ($1, $2, $3, $4)"
+            await conn.execute(insert, "school-f", 1_000_000, b"\x07" * 32, forged("school-f", 1_000_000))
+            await conn.execute(insert, "school-g", sizes["school-g"], b"\x07" * 32,
+                               forged("school-g", sizes["school-g"]))
+            with capture_logs() as logs:
+                assert await checkpoint_all(conn, settings, app.state.signer) == 1  # school-f; school-g refused
+            signed = await conn.fetch("SELECT school_id, size, note FROM audit_checkpoints ORDER BY school_id, size")
+        verified = (await client.get("/v1/audit/verify", headers=bearer(settings, "dsl", "school-f"))).json()
+    ours = [(r["school_id"], r["size"]) for r in signed if r["note"] != forged(r["school_id"], r["size"])]
+    assert ours == [("school-f", sizes["school-f"])]
+    assert [(e["event"], e["school_id"]) for e in logs if e["log_level"] == "error"] == [
+        ("audit.checkpoint_row_not_ours", "school-f"), ("audit.checkpoint_row_not_ours", "school-g"),
+        ("audit.checkpoint_refused", "school-g"),
+    ]
+    refused = next(e for e in logs if e["event"] == "audit.checkpoint_refused")
+    assert f"a checkpoint of size {sizes['school-g']} not signed by this log is in its place" in refused["error"]
+    assert verified["checkpoint_problem"] is not None  # the verification shows the row that is not the log's
+
+
+async def test_two_audit_processes_checkpointing_at_once_sign_once(stack, isolation, tmp_path):
+    settings = audit_settings(isolation, stack, tmp_path)
+    async with running(settings) as (app, _):
+        pool = app.state.runtime.pool
+        await log_events(pool, incident_events("school-h", "inc-h"))
+        async with pool.acquire() as one, pool.acquire() as other:
+            results = await asyncio.gather(*(checkpoint_school(conn, settings, app.state.signer, "school-h")
+                                             for conn in (one, other)))
+            count = await one.fetchval("SELECT count(*) FROM audit_checkpoints WHERE school_id = 'school-h'")
+    assert sorted(r is None for r in results) == [False, True] and count == 1

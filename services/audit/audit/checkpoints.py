@@ -64,17 +64,18 @@ class SignedCheckpoint:
     note: str
 
 
-async def latest_checkpoint(conn: Connection, school_id: str) -> SignedCheckpoint | None:
-    row = await conn.fetchrow(
-        "SELECT note FROM audit_checkpoints WHERE school_id = $1 ORDER BY size DESC LIMIT 1", school_id
-    )
-    if row is None:
-        return None
-    return SignedCheckpoint(Checkpoint.parse(_text_of(row["note"])), row["note"])
-
-
-def _text_of(note: str) -> str:
-    return note[: note.rfind("\n\n") + 1]
+async def latest_checkpoint(conn: Connection, signer: LogSigner, school_id: str) -> SignedCheckpoint | None:
+    """The largest checkpoint in the database that this log signed. A row whose signature is not ours (the
+    database's writer can insert rows: a forged one, or one from another key) is reported and passed over: it
+    must neither stop signing (a forged size beyond the log) nor be what the next checkpoint has to extend."""
+    rows = await conn.fetch("SELECT size, note FROM audit_checkpoints WHERE school_id = $1 ORDER BY size DESC",
+                            school_id)
+    for row in rows:
+        try:
+            return SignedCheckpoint(open_checkpoint(row["note"], signer.verifier), row["note"])
+        except CheckpointError as exc:
+            log.error("audit.checkpoint_row_not_ours", school_id=school_id, size=row["size"], error=str(exc))
+    return None
 
 
 def kept_checkpoint(settings: AuditSettings, signer: LogSigner, school_id: str) -> SignedCheckpoint | None:
@@ -92,13 +93,23 @@ async def checkpoint_school(
     """Sign the school's current head if it grew and provably extends both the last checkpoint in the
     database and the copy kept outside it; None when there is nothing new. Raises CheckpointError (or
     ValueError for a broken chain) instead of signing anything else."""
+    async with conn.transaction():
+        # One signer per school at a time: two audit processes would otherwise both sign, and the file kept
+        # outside the database could go back to the smaller of two checkpoints.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"audit-checkpoint:{school_id}")
+        return await _checkpoint_school(conn, settings, signer, school_id)
+
+
+async def _checkpoint_school(
+    conn: Connection, settings: AuditSettings, signer: LogSigner, school_id: str
+) -> SignedCheckpoint | None:
     records = await load_records(conn, school_id)
     result = verify_chain(records)
     if not result.ok:
         raise ValueError(f"chain of {school_id} is broken, nothing signed: {result}")
     tree = MerkleTree(r.leaf_hash for r in records)
-    previous = [p for p in (await latest_checkpoint(conn, school_id), kept_checkpoint(settings, signer, school_id))
-                if p is not None]
+    previous = [p for p in (await latest_checkpoint(conn, signer, school_id),
+                            kept_checkpoint(settings, signer, school_id)) if p is not None]
     last = max(previous, key=lambda p: p.checkpoint.size, default=None)
     if last is not None and last.checkpoint.size >= tree.size:
         if last.checkpoint.size > tree.size:
@@ -114,10 +125,13 @@ async def checkpoint_school(
         previous=last.checkpoint if last and last.checkpoint.size else None,
         consistency_proof=tree.consistency_proof(last.checkpoint.size) if last and last.checkpoint.size else [],
     )
-    await conn.execute(
-        "INSERT INTO audit_checkpoints (school_id, size, root_hash, note) VALUES ($1, $2, $3, $4)",
+    inserted = await conn.fetchval(
+        "INSERT INTO audit_checkpoints (school_id, size, root_hash, note) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (school_id, size) DO NOTHING RETURNING true",
         school_id, new.size, new.root_hash, note,
     )
+    if not inserted:  # ours would have been found above: this one is not
+        raise CheckpointError(f"{school_id}: a checkpoint of size {new.size} not signed by this log is in its place")
     path = checkpoint_file(settings, school_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
