@@ -17,6 +17,7 @@ from common.contracts import (
     ChannelAddress,
     ChannelKind,
     IncidentClass,
+    NoticePurpose,
     NotificationRequested,
     Recipient,
     Urgency,
@@ -477,6 +478,51 @@ async def test_notice_of_an_incident_acknowledged_before_it_went_out_is_withheld
     assert again.claimed == 0
 
 
+async def test_a_chain_notice_requested_after_an_acknowledgement_is_withheld_and_a_reminder_is_not(
+    stack, isolation, smtp_server, make_request
+):
+    """Triage requests the next level when a timeout passes without an acknowledgement it has read; one made just
+    before may still be on its way. notify withholds such an escalation if someone the chain told acknowledged,
+    whenever it was requested, but not an overdue reminder's re-notice, nor on the word of someone it never told."""
+    settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False)
+    service = await start(settings, consume=False)
+    routine: dict[str, Any] = {"incident_class": IncidentClass.INAPPROPRIATE, "urgency": Urgency.NORMAL}
+    told, unknown, reminded = (str(uuid.uuid4()) for _ in range(3))
+    first = fresh(make_request, incident_id=told, **routine, purpose=NoticePurpose.ESCALATION,
+                  recipient=recipient((ChannelKind.EMAIL, "dsl@oakfield.example"), role="dsl"))
+    escalation = fresh(make_request, incident_id=told, level=2, **routine, purpose=NoticePurpose.ESCALATION,
+                       recipient=recipient((ChannelKind.EMAIL, "deputy@oakfield.example"), role="deputy_dsl"))
+    on_a_strangers_word = fresh(
+        make_request, incident_id=unknown, level=2, **routine, purpose=NoticePurpose.ESCALATION,
+        recipient=recipient((ChannelKind.EMAIL, "deputy@oakfield.example"), role="deputy_dsl"))
+    reminder = fresh(make_request, incident_id=reminded, **routine, purpose=NoticePurpose.REMINDER,
+                     recipient=recipient((ChannelKind.EMAIL, "head@oakfield.example"), role="headteacher"))
+    try:
+        async with service.runtime.pool.acquire() as conn, conn.transaction():
+            await requested_handler()(requested(first), conn)
+        assert (await service.deliverer.deliver_due(utc_now())).sent == 1
+        t0 = utc_now()
+        async with service.runtime.pool.acquire() as conn, conn.transaction():
+            on_ack = acknowledged_handler()
+            # Acknowledged a minute before triage, not having read it, requested the next level.
+            await on_ack(acknowledged(told, t0 - timedelta(minutes=1)), conn)
+            await on_ack(new_event(EventType.INCIDENT_ACKNOWLEDGED, source="tests", subject=unknown,
+                                   schoolid="school-a", data={"incident_id": unknown, "by": {"role": "Governor"},
+                                                              "at": str(t0 - timedelta(minutes=1)), "via": "api"}),
+                         conn)
+            for request in (escalation, on_a_strangers_word, reminder):
+                await requested_handler()(requested(request), conn)
+            # The reminder was requested before its incident's acknowledgement: it still goes.
+            await on_ack(acknowledged(reminded, utc_now() + timedelta(seconds=1)), conn)
+        result = await service.deliverer.deliver_due(utc_now() + timedelta(seconds=2))
+        assert (result.withheld, result.sent, result.failed) == (1, 2, 0)
+    finally:
+        await service.runtime.stop()
+    states = {r["notification_id"]: r["state"] for r in await delivery_rows(stack, isolation)}
+    assert states == {first.notification_id: "sent", escalation.notification_id: "withheld",
+                      on_a_strangers_word.notification_id: "sent", reminder.notification_id: "sent"}
+
+
 async def test_deliveries_share_one_smtp_connection_and_a_dropped_or_refusing_one_records_as_before(
     stack, isolation, smtp_server, make_request
 ):
@@ -536,7 +582,8 @@ async def test_a_send_is_recorded_as_the_row_stands_when_another_worker_changed_
         schema = f"{isolation}_notify"
         async with service.runtime.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT d.*, NULL::timestamptz AS acknowledged_at FROM deliveries d ORDER BY notification_id"
+                "SELECT d.*, NULL::timestamptz AS acknowledged_at, false AS ack_by_recipient FROM deliveries d"
+                " ORDER BY notification_id"
             )
             items = {r["notification_id"]: _Item.from_row(r) for r in rows}
         admin = await asyncpg.connect(stack.admin_dsn)

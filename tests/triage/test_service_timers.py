@@ -54,6 +54,9 @@ async def test_escalation_walks_every_level_then_repeats_the_top_and_says_so(sta
     assert all("chain is exhausted" in r and "repeating the top level" in r for r in repeats)
     ids = [e.data["notification_id"] for e in of_type(events, EventType.NOTIFICATION_REQUESTED)]
     assert len(ids) == len(set(ids))
+    # notify withholds what an acknowledgement makes moot by this, however late triage requested it
+    assert all(e.data["purpose"] == ("reminder" if e.data["reason"].startswith("overdue reminder") else "escalation")
+               for e in of_type(events, EventType.NOTIFICATION_REQUESTED))
 
 
 async def test_timers_survive_a_restart_of_triage(stack, isolation):
@@ -189,6 +192,7 @@ async def test_actions_close_their_reminders_overdue_ones_renotify_and_closing_s
                if e.data["reason"].startswith("overdue reminder")]
     assert [(n["recipient"]["role"], [r["code"] for r in n["reminders"]]) for n in overdue] == [
         ("headteacher", ["refer_iwf"]), ("headteacher", ["refer_iwf"])]
+    assert [n["purpose"] for n in overdue] == ["reminder", "reminder"]  # they go, acknowledged or not
     (status,) = await fetch(stack.admin_dsn, f"SELECT status, generation FROM {schema}.incidents")  # noqa: S608
     assert (status["status"], status["generation"]) == ("closed", 3)
 

@@ -30,6 +30,14 @@ class Urgency(StrEnum):
     LOW = "low"
 
 
+class NoticePurpose(StrEnum):
+    """Why a person is told: a level of the chain (first notice, escalation, repeat), which an acknowledgement
+    makes moot; or an overdue reminder's owner, told whether or not the incident was acknowledged."""
+
+    ESCALATION = "escalation"
+    REMINDER = "reminder"
+
+
 class ChannelKind(StrEnum):
     EMAIL = "email"
     SMS = "sms"
@@ -91,6 +99,13 @@ class NotificationRequested(_Contract):
     recipient: Recipient
     reminders: list[Reminder]
     reason: str = Field(description="Why this person is told now: first notice, escalation, overdue.")
+    purpose: NoticePurpose | None = Field(
+        default=None,
+        description="escalation: the chain is told, and an acknowledgement by someone it told withholds what has "
+        "not gone out, however late it was requested (triage may not have read the acknowledgement yet); reminder: "
+        "an overdue reminder's owner, told regardless. Absent from requests made before it was added (notify then "
+        "withholds only what was requested before the acknowledgement). Consumers are upgraded before triage.",
+    )
 
 
 class NotificationDelivered(_Contract):

@@ -11,6 +11,7 @@ from common.consumer import BatchedHandler, Handler
 from common.contracts import IncidentAcknowledged, NotificationRequested
 from common.db import Connection, unnest_columns
 from common.events import Clock, CloudEvent, describe_problems, utc_now
+from common.roles import normalise_role
 
 # A poll's requests in one statement; a notification already known (or twice in the batch) keeps its first request.
 _INSERT = (
@@ -67,11 +68,12 @@ def requested_handler(clock: Clock = utc_now, wake_channel: str | None = None) -
 
 
 def acknowledged_handler() -> Handler:
-    """The handler for incidents.acknowledged: remembers when the incident was first acknowledged, so the
-    delivery loop withholds the notices requested before then that have not gone out yet."""
+    """The handler for incidents.acknowledged: remembers when the incident was first acknowledged and by whom
+    (the role as triage compares it), so the delivery loop withholds the notices it makes moot
+    (`_Item.overtaken_by_acknowledgement`)."""
 
     async def handle(event: CloudEvent, conn: Connection) -> None:
         ack = IncidentAcknowledged.model_validate(event.data)
-        await conn.execute(_ACKNOWLEDGED, ack.incident_id, ack.at, ack.by.role)
+        await conn.execute(_ACKNOWLEDGED, ack.incident_id, ack.at, normalise_role(ack.by.role))
 
     return handle

@@ -35,6 +35,7 @@ from common.contracts import (
     ChannelAddress,
     ChannelKind,
     IncidentClass,
+    NoticePurpose,
     NotificationDelivered,
     NotificationFailed,
     NotificationRequested,
@@ -64,7 +65,10 @@ SOURCE = "urn:online-safety:notify"
 
 _CLAIM = (
     "SELECT d.notification_id, d.event_id, d.correlation_id, d.request, d.state, d.channel_index, d.attempts,"
-    " d.total_attempts, d.received_at, d.errors, d.requested_at, a.acknowledged_at"
+    " d.total_attempts, d.received_at, d.errors, d.requested_at, a.acknowledged_at,"
+    # Whether whoever acknowledged is someone this incident's chain told: asked only of acknowledged incidents.
+    " CASE WHEN a.incident_id IS NULL THEN false ELSE EXISTS (SELECT 1 FROM deliveries t"
+    "  WHERE t.incident_id = d.incident_id AND t.request->'recipient'->>'role' = a.by_role) END AS ack_by_recipient"
     " FROM deliveries d LEFT JOIN acknowledgements a ON a.incident_id = d.incident_id"
     " WHERE d.state IN ('pending', 'held', 'sending') AND d.next_attempt_at <= $1"
     # Most urgent first: after an outage, a new illegal-class notice does not wait behind a backlog of retries.
@@ -115,6 +119,7 @@ class _Item:
     errors: list[str]
     requested_at: datetime | None = None
     acknowledged_at: datetime | None = None
+    acknowledged_by_recipient: bool = False
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | Mapping[str, Any]) -> _Item:
@@ -122,7 +127,7 @@ class _Item:
             row["notification_id"], row["event_id"], row["correlation_id"],
             NotificationRequested.model_validate_json(row["request"]), row["state"], row["channel_index"],
             row["attempts"], row["total_attempts"], row["received_at"], list(json.loads(row["errors"])),
-            row["requested_at"], row["acknowledged_at"],
+            row["requested_at"], row["acknowledged_at"], row["ack_by_recipient"],
         )
 
     @property
@@ -132,15 +137,18 @@ class _Item:
 
     @property
     def overtaken_by_acknowledgement(self) -> bool:
-        """Requested before its incident was acknowledged, and not illegal-class (those always go: the
-        headteacher and the DSL must both know). A notice requested after the acknowledgement (an overdue
-        action's re-notice) still goes; so does one whose request time is unknown (rows from before 0002)."""
-        return (
-            self.acknowledged_at is not None
-            and self.requested_at is not None
-            and self.requested_at <= self.acknowledged_at
-            and self.request.incident_class is not IncidentClass.ILLEGAL
-        )
+        """The incident was acknowledged, so this notice is moot; illegal-class notices always go (the headteacher
+        and the DSL must both know). A chain notice (escalation purpose) is moot however late it was requested, if
+        someone the chain told acknowledged: triage requested it before it read the acknowledgement. An overdue
+        reminder's re-notice always goes: an acknowledgement does not do what it asks. A request from before the
+        purpose existed is moot if requested before the acknowledgement (unknown request time: it goes)."""
+        if self.acknowledged_at is None or self.request.incident_class is IncidentClass.ILLEGAL:
+            return False
+        purpose = self.request.purpose
+        if purpose is NoticePurpose.REMINDER:
+            return False
+        requested_before = self.requested_at is not None and self.requested_at <= self.acknowledged_at
+        return requested_before or (purpose is NoticePurpose.ESCALATION and self.acknowledged_by_recipient)
 
 
 @dataclass(frozen=True)

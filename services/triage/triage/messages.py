@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from common.contracts import (
     IncidentClass,
+    NoticePurpose,
     NotificationRequested,
     Reason,
     Recipient,
@@ -56,6 +57,7 @@ class NotificationDraft:
     recipient: Recipient
     reason: str
     reminders: tuple[Reminder, ...]
+    purpose: NoticePurpose = NoticePurpose.ESCALATION
 
     @property
     def school_id(self) -> str:
@@ -110,6 +112,7 @@ class NotificationDraft:
             recipient=self.recipient,
             reminders=list(self.reminders),
             reason=self.reason,
+            purpose=self.purpose,
         )
 
 

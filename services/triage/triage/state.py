@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from common.contracts import IncidentEscalated, Recipient, Reminder
+from common.contracts import IncidentEscalated, NoticePurpose, Recipient, Reminder
 from common.db import Connection
 from common.events import CloudEvent, new_event
 from common.outbox import enqueue
@@ -217,7 +217,7 @@ async def notify_overdue_reminder(conn: Connection, due: DueReminder, now: datet
     )
     reason = f"overdue reminder ({count}): {due.reminder.text}"
     (draft,) = notices(due.incident.context, due.incident.cursor.level, (due.owner,), reason)
-    draft = replace(draft, reminders=(due.reminder,))
+    draft = replace(draft, reminders=(due.reminder,), purpose=NoticePurpose.REMINDER)
     nid = derived_id("reminder", due.incident.id, due.code, count, due.owner.role)
     events = await request_notices(
         conn, due.incident, [draft], repeat=count, now=now, caused_by=None, kind="reminder", ids=[nid]
