@@ -13,9 +13,11 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from common.events import new_event
 from common.tokens import issue_ack_token, issue_person_token
+from common.topics import EventType, Topic, TopicNames
 from intake.api.examples import REPORT_EXAMPLES
 from intake.config import IntakeSettings, IntegrationKey, hash_key
 
@@ -113,3 +115,30 @@ async def read_events(
         finally:
             await consumer.stop()
     raise AssertionError(f"timed out reading {topic}; saw {len(events)} events")
+
+
+async def triaged(settings: IntakeSettings, client: httpx.AsyncClient, incident: str,
+                  levels: list[list[str]], reminders: tuple[str, ...] = ()) -> None:
+    """Publish triage's decision for the incident, and wait until intake's status shows it."""
+    chain = [{"level": n, "ack_timeout": "PT15M", "repeat_every": "PT30M", "max_repeats": None,
+              "policy_version": "p1",
+              "recipients": [{"role": role, "channels": [{"kind": "email", "address": f"{role}@a.sch.uk"}]}
+                             for role in roles]}
+             for n, roles in enumerate(levels)]
+    event = new_event(EventType.INCIDENT_TRIAGED, source="tests", subject=incident, schoolid="school-a", data={
+        "incident_id": incident, "reference": "OSI-TEST00", "incident_class": "illegal", "urgency": "immediate",
+        "risk_area": "content", "reasons": [], "policy_version": "p1", "chain": chain,
+        "reminders": [{"code": code, "text": code.replace("_", " "), "owner_role": "dsl"} for code in reminders]})
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(TopicNames(settings.topic_prefix).physical(Topic.INCIDENTS_TRIAGED.value),
+                                     event.model_dump_json().encode(), key=incident.encode())
+    finally:
+        await producer.stop()
+    for _ in range(300):
+        status = (await client.get(f"/v1/incidents/{incident}", headers=api_key())).json()["status"]
+        if status != "received":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("intake never saw the triaged event")

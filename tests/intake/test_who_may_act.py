@@ -5,46 +5,16 @@ broker, as in a running system; until then the credentials alone decide (and tri
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer
-from intake_support import ack_link, api_key, person, reported
+from intake_support import ack_link, api_key, person, reported, triaged
 
-from common.events import new_event
-from common.topics import EventType, Topic, TopicNames
 from intake.config import IntakeSettings
 
 ILLEGAL_CHAIN = [["headteacher", "dsl"], ["deputy_dsl"], ["chair_of_governors"]]
 ABOUT_THE_HEAD = [["chair_of_governors"]]  # the headteacher stands aside: triage froze the chain without them
-
-
-async def _triaged(settings: IntakeSettings, client: httpx.AsyncClient, incident: str,
-                   levels: list[list[str]]) -> None:
-    """Publish triage's decision for the incident, and wait until intake's status shows it."""
-    chain = [{"level": n, "ack_timeout": "PT15M", "repeat_every": "PT30M", "max_repeats": None,
-              "policy_version": "p1",
-              "recipients": [{"role": role, "channels": [{"kind": "email", "address": f"{role}@a.sch.uk"}]}
-                             for role in roles]}
-             for n, roles in enumerate(levels)]
-    event = new_event(EventType.INCIDENT_TRIAGED, source="tests", subject=incident, schoolid="school-a", data={
-        "incident_id": incident, "reference": "OSI-TEST00", "incident_class": "illegal", "urgency": "immediate",
-        "risk_area": "content", "reasons": [], "reminders": [], "policy_version": "p1", "chain": chain})
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        await producer.send_and_wait(TopicNames(settings.topic_prefix).physical(Topic.INCIDENTS_TRIAGED.value),
-                                     event.model_dump_json().encode(), key=incident.encode())
-    finally:
-        await producer.stop()
-    for _ in range(300):
-        status = (await client.get(f"/v1/incidents/{incident}", headers=api_key())).json()["status"]
-        if status != "received":
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("intake never saw the triaged event")
 
 
 async def _status(client: httpx.AsyncClient, incident: str) -> dict[str, Any]:
@@ -66,7 +36,7 @@ async def test_a_governor_may_not_acknowledge_or_close_an_incident(
     settings: IntakeSettings, client: httpx.AsyncClient
 ) -> None:
     incident = await reported(client)
-    await _triaged(settings, client, incident, ILLEGAL_CHAIN)
+    await triaged(settings, client, incident, ILLEGAL_CHAIN)
 
     problem = _refused(await client.post(f"/v1/incidents/{incident}/acknowledgements",
                                          headers=person("governor", person_id="g-1")))
@@ -94,7 +64,7 @@ async def test_a_headteacher_who_is_the_subject_may_not_acknowledge_the_allegati
     settings: IntakeSettings, client: httpx.AsyncClient
 ) -> None:
     incident = await reported(client)
-    await _triaged(settings, client, incident, ABOUT_THE_HEAD)
+    await triaged(settings, client, incident, ABOUT_THE_HEAD)
 
     _refused(await client.post(f"/v1/incidents/{incident}/acknowledgements", headers=person("headteacher")))
     _refused(await client.post(f"/v1/incidents/{incident}/actions", headers=person("headteacher"),
@@ -109,7 +79,7 @@ async def test_an_integration_acting_for_someone_outside_the_chain_is_told_which
     settings: IntakeSettings, client: httpx.AsyncClient
 ) -> None:
     incident = await reported(client)
-    await _triaged(settings, client, incident, ABOUT_THE_HEAD)
+    await triaged(settings, client, incident, ABOUT_THE_HEAD)
 
     problem = _refused(await client.post(f"/v1/incidents/{incident}/acknowledgements", headers=api_key(),
                                          json={"by": {"role": "Headteacher", "name": "A. Head"}}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from common.contracts import ActionKind, Agency, IncidentClass, Urgency
+from common.reminders import own_action_of, reminders_closed_by
 from triage.classify import classify
 from triage.escalation import (
     EscalationCursor,
@@ -13,7 +14,6 @@ from triage.escalation import (
     TimerOutcome,
     next_step,
     plan_escalation,
-    reminders_closed_by,
 )
 from triage.policy import SchoolPolicy
 
@@ -153,6 +153,24 @@ def test_recorded_actions_close_their_reminders() -> None:
         "refer_lado",
         "notify_ico",
     }
+
+
+def test_reminder_done_closes_the_reminder_it_names_unless_that_one_has_an_action_of_its_own(
+    policy: SchoolPolicy,
+) -> None:
+    assert reminders_closed_by(ActionKind.REMINDER_DONE, None, reminder="initial_review_meeting") == {
+        "initial_review_meeting"}
+    assert reminders_closed_by(ActionKind.REMINDER_DONE, None) == set()
+    assert reminders_closed_by(ActionKind.REMINDER_DONE, None, reminder="refer_at_once") == set()
+    assert own_action_of("refer_at_once") == "referral_made with agency police or childrens_social_care"
+    assert own_action_of("secure_and_isolate_device") == "device_secured"
+    # Every reminder of the default policy with a due time can be closed by some action; the rest are standing
+    # instructions (never chased).
+    standing = sorted(code for code, r in policy.reminders.items() if r.due is None)
+    assert standing == ["do_not_investigate_alone", "do_not_view_copy_share_delete", "preserve_evidence"]
+    for code, reminder in policy.reminders.items():
+        if reminder.due is not None:
+            assert own_action_of(code) or reminders_closed_by(ActionKind.REMINDER_DONE, None, reminder=code), code
 
 
 def test_every_referral_agency_closes_a_reminder_the_default_policy_defines(policy: SchoolPolicy) -> None:

@@ -257,3 +257,33 @@ def _ico_overdue(events: list[CloudEvent]) -> list[str]:
     return [e.data["incident_id"] for e in of_type(events, EventType.NOTIFICATION_REQUESTED)
             if e.data["reason"].startswith("overdue reminder")
             and [r["code"] for r in e.data["reminders"]] == ["notify_ico"]]
+
+
+async def test_a_reminder_without_an_action_of_its_own_is_chased_until_recorded_done(stack, isolation):
+    """The initial review meeting (UKCIS: within a working day) was in every notice but never chased: only reminders
+    with an action of their own were. Now any reminder with a due time is, until `reminder_done` names it; a standing
+    instruction (do not view, copy, share or delete) has no due time and is never overdue."""
+    nude = csam_report(category="youth_produced_sexual_imagery", risk_area="conduct",
+                       subjects=[{"kind": "pupil", "identifier": "P-1044", "year_group": "Year 9"}],
+                       description="A Year 9 pupil says a nude of them is being passed round a group chat.")
+    async with started(stack, isolation) as (runtime, clock, schema):
+        await handle(runtime, REPORTED, reported_event("inc-yp-1", nude))
+        await handle(runtime, ACKED, ack_event("inc-yp-1", clock.at(5)))
+        await handle(runtime, ACTIONS, action_event("inc-yp-1", clock.at(6), "parents_informed", role="dsl"))
+        due = await runtime.fire_due(clock.at(24 * 60 + 1))  # Tuesday 10:01: a working day on
+        await handle(runtime, ACTIONS, action_event("inc-yp-1", clock.at(24 * 60 + 30), "reminder_done", role="dsl",
+                                                    reminder="initial_review_meeting"))
+        later = await runtime.fire_due(clock.at(3 * 24 * 60))
+        rows = await fetch(stack.admin_dsn, f"SELECT code, closed_by, next_notify_at FROM {schema}.reminders "  # noqa: S608
+                           "ORDER BY code")
+    events = await outbox(stack.admin_dsn, schema)
+    overdue = [[r["code"] for r in e.data["reminders"]] for e in of_type(events, EventType.NOTIFICATION_REQUESTED)
+               if e.data["purpose"] == "reminder"]
+    assert (due.reminders, later.reminders) == (3, 2)
+    chased_then, chased_later = sorted(c for (c,) in overdue[:3]), sorted(c for (c,) in overdue[3:])
+    assert chased_then == ["assess_risk_questions", "initial_review_meeting", "refer_report_remove"]
+    assert chased_later == ["assess_risk_questions", "refer_report_remove"]  # done: no longer chased
+    by_code = {r["code"]: r for r in rows}
+    assert by_code["initial_review_meeting"]["closed_by"] == "reminder_done"
+    assert by_code["inform_parents"]["closed_by"] == "parents_informed"
+    assert by_code["do_not_view_copy_share_delete"]["next_notify_at"] is None  # a standing instruction

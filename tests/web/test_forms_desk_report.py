@@ -50,11 +50,22 @@ def test_a_right_form_becomes_intakes_action_body() -> None:
 
 
 def test_a_referral_form_offers_only_its_reminders_agencies() -> None:
-    assert form_for("refer_at_once") == ("referral", ("police", "childrens_social_care"))
-    assert form_for("refer_lado") == ("referral", ("lado",))
-    assert form_for("preserve_evidence") is None
+    assert form_for("refer_at_once", has_due_time=True) == ("referral", ("police", "childrens_social_care"))
+    assert form_for("refer_lado", has_due_time=True) == ("referral", ("lado",))
     assert check_action("referral", {"agency": "iwf", "reference_number": "1"}, ("police",)).errors == {
         "agency": "Select who the referral was made to"}
+
+
+def test_any_other_reminder_with_a_due_time_is_recorded_as_done_and_a_standing_instruction_is_not() -> None:
+    assert form_for("initial_review_meeting", has_due_time=True) == ("done", ())
+    assert form_for("reset_account", has_due_time=True) == ("done", ())
+    assert form_for("preserve_evidence", has_due_time=False) is None
+    assert check_action("done", {"reminder": "initial_review_meeting"}).body == {
+        "action": "reminder_done", "reminder": "initial_review_meeting"}
+    # A reminder with an action of its own, or a code mangled on the way, is not 'done' by this form.
+    for code in ("refer_lado", "notify_ico", "Initial review", ""):
+        assert check_action("done", {"reminder": code}).errors == {
+            "form": "This reminder is not one we know; reload the page and try again"}
 
 
 def test_the_desk_puts_the_most_urgent_first_and_hides_closed_incidents() -> None:

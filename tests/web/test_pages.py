@@ -197,6 +197,18 @@ def test_an_action_recorded_closes_its_reminder_and_a_wrong_form_keeps_what_was_
 
     wait_for(reminder_gone, 60, "the inform_parents reminder to close")
     expect(page.locator("#reminder-initial_review_meeting")).to_have_count(1)  # the others stay open
+
+    # A reminder without an action of its own is recorded as done; a standing instruction has no button.
+    expect(page.locator("#reminder-do_not_view_copy_share_delete")).to_contain_text("A standing instruction")
+    page.locator("#reminder-initial_review_meeting").get_by_role("button", name="Record as done").click()
+    expect(page.get_by_text("Recorded: Reminder done.")).to_be_visible()
+
+    def review_gone() -> bool:
+        page.reload()
+        return page.locator("#reminder-initial_review_meeting").count() == 0
+
+    wait_for(review_gone, 60, "the initial_review_meeting reminder to close")
+    expect(page.locator("#reminder-assess_risk_questions")).to_have_count(1)
     context.close()
 
 

@@ -168,6 +168,7 @@ class ActionKind(StrEnum):
     PARENTS_INFORMED = "parents_informed"
     PARENTS_NOT_INFORMED = "parents_not_informed"
     ICO_NOTIFIED = "ico_notified"
+    REMINDER_DONE = "reminder_done"  # any other reminder with a due time, named by its code (common.reminders)
     INCIDENT_CLOSED = "incident_closed"
 
 
@@ -194,3 +195,4 @@ class IncidentActionRecorded(_Contract):
     isolated_from_network: bool | None = None
     reason: str | None = None
     outcome: str | None = None
+    reminder: str | None = Field(default=None, description="reminder_done: the code of the reminder done.")

@@ -96,7 +96,8 @@ def fold(state: State | None, incident: str, event: dict[str, Any]) -> State:
                 "failed": None,
             }
         )
-        if "overdue" in str(data.get("reason", "")).lower():
+        purpose = data.get("purpose")  # absent from requests made before it was added: the reason says it
+        if purpose == "reminder" or (purpose is None and "overdue" in str(data.get("reason", "")).lower()):
             s["overdue_reminders"] += 1
         if s["status"] in ("open", "reported", "triaged"):
             s["status"] = "notified"
@@ -124,7 +125,8 @@ def fold(state: State | None, incident: str, event: dict[str, Any]) -> State:
             s["status"] = "escalated"
     elif kind == EventType.INCIDENT_ACTION_RECORDED:
         action = data.get("action")
-        s["actions"].append({"action": action, "agency": data.get("agency"), "at": data.get("at") or at})
+        s["actions"].append({"action": action, "agency": data.get("agency"), "at": data.get("at") or at,
+                             **({"reminder": data["reminder"]} if data.get("reminder") else {})})
         if action == "referral_made":
             s["referrals"].append({"agency": data.get("agency"), "at": data.get("at") or at})
         if action == "incident_closed":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -10,6 +11,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from common.contracts import ActionKind, Agency
+from common.reminders import own_action_of
 
 
 class IncidentStatus(StrEnum):
@@ -63,6 +65,12 @@ class ActionRequest(_Request):
                                description="Required for parents_not_informed: the recorded reason not to.")
     outcome: str | None = Field(default=None, min_length=1, max_length=2000,
                                 description="Required for incident_closed.")
+    reminder: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$", examples=["initial_review_meeting"],
+        description="Required for reminder_done, and only there: the code of the reminder done, one of the "
+        "incident's (its status lists them). A reminder with an action of its own (a referral, the device secured, "
+        "parents informed, the ICO notified) is recorded with that action instead.",
+    )
     at: AwareDatetime | None = Field(default=None, description="When it was done; defaults to now.")
     by: ActingPerson | None = Field(default=None, description="Required when an integration records the action.")
 
@@ -73,8 +81,23 @@ class ActionRequest(_Request):
             ActionKind.DEVICE_SECURED: ("isolated_from_network",),
             ActionKind.PARENTS_NOT_INFORMED: ("reason",),
             ActionKind.INCIDENT_CLOSED: ("outcome",),
+            ActionKind.REMINDER_DONE: ("reminder",),
         }.get(self.action, ())
         return [f for f in required if getattr(self, f) is None]
+
+    def reminder_problem(self, incident_reminders: Sequence[str] | None) -> str | None:
+        """What is wrong with the reminder named, if anything; the incident's codes are None until triaged."""
+        if self.reminder is None:
+            return None
+        if self.action is not ActionKind.REMINDER_DONE:
+            return f"only reminder_done names a reminder, not {self.action.value}"
+        own = own_action_of(self.reminder)
+        if own is not None:
+            return f"{self.reminder} is recorded with {own}, which says more than that it was done"
+        if incident_reminders is not None and self.reminder not in incident_reminders:
+            listed = ", ".join(incident_reminders) or "none"
+            return f"{self.reminder} is not one of this incident's reminders ({listed})"
+        return None
 
 
 class AcknowledgementView(BaseModel):

@@ -27,12 +27,14 @@ from intake.service import status_after
 # One statement per batch of events of a kind (each event used to take one, and at everyday rates intake handles
 # five of these per report). Events of a kind may repeat an incident or a notification within a batch: the last
 # one's values are kept, as when they were written one at a time, and levels only rise.
-# The chain's roles travel as one comma-joined text per incident (unnest flattens an array of arrays).
+# The chain's roles and the reminders' codes travel as one comma-joined text each per incident (unnest flattens an
+# array of arrays; neither a role nor a code has a comma).
 _TRIAGED = (
     "UPDATE incidents SET incident_class = u.incident_class, urgency = u.urgency, updated_at = u.at,"  # noqa: S608
-    f" status = {store.forward_to(IncidentStatus.TRIAGED)}, chain_roles = string_to_array(NULLIF(u.roles, ''), ',')"
-    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])"
-    " AS u(id, incident_class, urgency, at, roles) WHERE incidents.id = u.id"
+    f" status = {store.forward_to(IncidentStatus.TRIAGED)}, chain_roles = string_to_array(NULLIF(u.roles, ''), ','),"
+    " reminder_codes = string_to_array(u.reminders, ',')"
+    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])"
+    " AS u(id, incident_class, urgency, at, roles, reminders) WHERE incidents.id = u.id"
 )
 # Raise each incident's escalation level (never lower it) and move its status forward to escalated.
 _ESCALATED = (
@@ -69,7 +71,8 @@ async def on_triaged(events: Sequence[CloudEvent], conn: Connection) -> None:
     for event in events:
         t = IncidentTriaged.model_validate(event.data)
         latest[t.incident_id] = (
-            UUID(t.incident_id), t.incident_class.value, t.urgency.value, event.time, ",".join(chain_roles(t.chain))
+            UUID(t.incident_id), t.incident_class.value, t.urgency.value, event.time, ",".join(chain_roles(t.chain)),
+            ",".join(r.code for r in t.reminders),
         )
     await conn.execute(_TRIAGED, *unnest_columns(latest.values()))
 

@@ -264,15 +264,16 @@ class Intake:
             action_id=self._ids(), incident_id=str(incident_id), action=body.action, by=by, at=body.at or now,
             agency=body.agency, reference_number=body.reference_number,
             isolated_from_network=body.isolated_from_network, reason=body.reason, outcome=body.outcome,
+            reminder=body.reminder,
         )
-        details = action.model_dump(mode="json", exclude_none=True,
-                                    include={"agency", "reference_number", "isolated_from_network", "reason",
-                                             "outcome"})
+        details = action.model_dump(mode="json", exclude_none=True, include=set(store.ACTION_DETAILS))
         view = ActionView(action_id=UUID(action.action_id), action=action.action, role=by.role, name=by.name,
                           at=action.at, details=details)
         async with pool.acquire() as conn, conn.transaction():
             row = await self._visible(conn, who, incident_id)
             _may_act(who, row, by)
+            if (problem := body.reminder_problem(row["reminder_codes"])) is not None:
+                raise InvalidInput(f"reminder: {problem}", errors=[FieldError(field="reminder", reason=problem)])
             if idempotency_key is not None:
                 earlier = await claim_idempotency_key(
                     conn, key_namespace(who), idempotency_key, request_hash(body, "actions", str(incident_id)),
@@ -296,7 +297,7 @@ class Intake:
 
 # What every reader of an incident sees of its actions. The free text (the reason parents were not informed, the
 # outcome on closing) can name a child, as a report's description can; a crime reference opens the case.
-_ACTION_DETAILS_FOR_EVERY_READER = frozenset({"agency", "isolated_from_network"})
+_ACTION_DETAILS_FOR_EVERY_READER = frozenset({"agency", "isolated_from_network", "reminder"})
 
 
 def _action_details(details: dict[str, Any], pupil_details: bool) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from intake.models import STATUS_ORDER, IncidentAccepted, IncidentStatus
 
 INCIDENT_COLUMNS = (
     "id, reference, school_id, integration_id, correlation_id, category, risk_area, child_at_immediate_risk, "
-    "report, status, incident_class, urgency, escalation_level, received_at, updated_at, closed_at, chain_roles"
+    "report, status, incident_class, urgency, escalation_level, received_at, updated_at, closed_at, chain_roles,"
+    " reminder_codes"
 )
 
 
@@ -153,11 +154,12 @@ async def insert_acknowledgement(
     return inserted is not None
 
 
+# What an action records beyond its kind, who and when (the incident page shows it as the action's details).
+ACTION_DETAILS = frozenset({"agency", "reference_number", "isolated_from_network", "reason", "outcome", "reminder"})
+
+
 async def insert_action(conn: Connection, action: IncidentActionRecorded) -> bool:
-    details = action.model_dump(
-        mode="json", exclude_none=True, include={"agency", "reference_number", "isolated_from_network", "reason",
-                                                "outcome"},
-    )
+    details = action.model_dump(mode="json", exclude_none=True, include=set(ACTION_DETAILS))
     inserted = await conn.fetchval(
         "INSERT INTO incident_actions (id, incident_id, action, by_role, by_name, person_id, at, details)"
         " SELECT $1, $2, $3, $4, $5, $6, $7, $8::jsonb WHERE EXISTS (SELECT 1 FROM incidents WHERE id = $2)"

@@ -21,12 +21,13 @@ from common.contracts import (
 )
 from common.db import Connection
 from common.events import CloudEvent
+from common.reminders import reminders_closed_by
 from common.roles import normalise_role
 from common.topics import Topic
 from triage.chain import next_step
 from triage.classify import classify
-from triage.escalation import plan_escalation, reminders_closed_by
-from triage.new_incidents import CLOSABLE, PlannedIncident, store_new_incidents
+from triage.escalation import plan_escalation
+from triage.new_incidents import PlannedIncident, store_new_incidents
 from triage.policy import PolicyBook, SchoolPolicy
 from triage.state import IncidentState, apply_step, lock_incident
 
@@ -155,7 +156,7 @@ class TriageHandlers:
                 "SELECT code FROM reminders WHERE incident_id = $1 AND closed_at IS NULL", incident.id
             )
         ]
-        closed = reminders_closed_by(action.action, action.agency, open_codes) & set(open_codes)
+        closed = reminders_closed_by(action.action, action.agency, open_codes, action.reminder) & set(open_codes)
         if closed:
             await conn.execute(
                 "UPDATE reminders SET closed_at = $3, closed_by = $4 WHERE incident_id = $1 AND code = ANY($2::text[]) "
@@ -201,7 +202,7 @@ class TriageHandlers:
         await apply_step(conn, incident, step, now, caused_by=event, reason=reason)
 
 
-__all__ = ["CLOSABLE", "TriageHandlers"]
+__all__ = ["TriageHandlers"]
 
 
 def _in_chain(incident: IncidentState, role: str) -> bool:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import Any
 
 from common.contracts import (
-    ActionKind,
-    Agency,
     IncidentTriaged,
     Reason,
     Reminder,
 )
 from common.incident import IncidentReport
+from common.reminders import reminders_closed_by
 from triage.chain import (
     EscalationCursor,
     EscalationLevel,
@@ -43,20 +41,6 @@ __all__ = [
     "reminders_closed_by",
     "start_cursor",
 ]
-
-# A referral to an agency closes its own reminder; police or social care also close 'refer at once'.
-_REFERRAL_ALSO_CLOSES: dict[Agency, frozenset[str]] = {
-    Agency.POLICE: frozenset({"refer_at_once"}),
-    Agency.CHILDRENS_SOCIAL_CARE: frozenset({"refer_at_once"}),
-    Agency.LADO: frozenset({"refer_lado_at_once"}),
-}
-_ACTION_CLOSES: dict[ActionKind, frozenset[str]] = {
-    ActionKind.DEVICE_SECURED: frozenset({"secure_and_isolate_device"}),
-    ActionKind.PARENTS_INFORMED: frozenset({"inform_parents"}),
-    ActionKind.PARENTS_NOT_INFORMED: frozenset({"inform_parents"}),
-    ActionKind.ICO_NOTIFIED: frozenset({"notify_ico"}),
-}
-
 
 @dataclass(frozen=True)
 class EscalationPlan:
@@ -170,14 +154,3 @@ def _plan(report: IncidentReport, classification: Classification, policy: School
         stored_chain=chosen.stored_json,
         chain_contract=chosen.contract,
     )
-
-
-def reminders_closed_by(action: ActionKind, agency: Agency | None, open_reminders: Iterable[str] = ()) -> set[str]:
-    """The reminder codes a recorded action closes. INCIDENT_CLOSED closes every open reminder given."""
-    if action is ActionKind.INCIDENT_CLOSED:
-        return set(open_reminders)
-    if action is ActionKind.REFERRAL_MADE:
-        if agency is None:
-            return set()
-        return {f"refer_{agency.value}", *_REFERRAL_ALSO_CLOSES.get(agency, frozenset())}
-    return set(_ACTION_CLOSES.get(action, frozenset()))

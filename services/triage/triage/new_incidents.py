@@ -14,28 +14,18 @@ from datetime import datetime, timedelta
 import structlog
 from asyncpg import Record
 
-from common.contracts import ActionKind, Agency, IncidentReported
+from common.contracts import IncidentReported
 from common.db import Connection
 from common.events import CloudEvent
 from common.outbox import enqueue
 from common.topics import EventType
 from triage.classify import Classification
-from triage.escalation import EscalationPlan, reminders_closed_by
+from triage.escalation import EscalationPlan
 from triage.policy import SchoolPolicy
 from triage.policy_derived import derived_from
 from triage.state import IncidentState, NoticeRow, derived_id, event_for, notice_events
 
 log = structlog.get_logger(__name__)
-
-# Reminders an action can close: only these can be overdue and re-notify their owner. A standing
-# instruction ("do not view, copy, share or delete") is in every notice but is never "overdue".
-CLOSABLE: frozenset[str] = frozenset(
-    code
-    for action in ActionKind
-    if action is not ActionKind.INCIDENT_CLOSED
-    for agency in (None, *Agency)
-    for code in reminders_closed_by(action, agency)
-)
 
 
 @dataclass(frozen=True)
@@ -153,7 +143,9 @@ def _reminder_rows(p: PlannedIncident, min_period: timedelta) -> list[ReminderRo
     for reminder in p.plan.reminders:
         owner = derived.owner_json(reminder.owner_role)
         period = next_at = None
-        if reminder.due_at is not None and owner is not None and reminder.code in CLOSABLE:
+        # A reminder with a due time is chased until an action closes it (common.reminders); one without is a
+        # standing instruction, in every notice and never overdue.
+        if reminder.due_at is not None and owner is not None:
             next_at = max(reminder.due_at, p.now + min_period)
             period = max(reminder.due_at - p.now, min_period)
         rows.append((p.reported.incident_id, reminder.code, reminder.text, reminder.owner_role, owner,
@@ -166,4 +158,4 @@ def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
-__all__ = ["CLOSABLE", "PlannedIncident", "StoredIncidents", "store_new_incidents"]
+__all__ = ["PlannedIncident", "StoredIncidents", "store_new_incidents"]

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from common.contracts import ActionKind, Agency
-from triage.escalation import reminders_closed_by
+from common.reminders import reminders_closed_by
 
 URGENCY_ORDER = {"immediate": 0, "high": 1, "normal": 2, "low": 3}
 CLASS_LABELS = {
@@ -69,7 +69,7 @@ def open_reminders(state: dict[str, Any], now: datetime) -> list[OpenReminder]:
             agency = Agency(action["agency"]) if action.get("agency") else None
         except ValueError:
             continue
-        closed |= reminders_closed_by(kind, agency, codes)
+        closed |= reminders_closed_by(kind, agency, codes, action.get("reminder"))
     result = []
     for r in state.get("reminders", []):
         if not r.get("code") or r["code"] in closed:

@@ -85,7 +85,7 @@ async def _incident_page(request: Request, session: Session, incident_id: str, *
         entries = []  # audit has not seen the incident's events yet
     reminders = []
     for r in open_reminders(state, now(request)) if state else []:
-        form = form_for(r.code)
+        form = form_for(r.code, has_due_time=r.due_at is not None)
         reminders.append({"reminder": r, "owner": role_label(r.owner_role),
                           "form": form[0] if form else None, "agencies": form[1] if form else (),
                           "options": [(a, AGENCY_LABELS[a]) for a in (form[1] if form else ())]})

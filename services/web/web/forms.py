@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from common.contracts import Agency
+from common.reminders import own_action_of
 
 AGENCY_LABELS = {
     "police": "Police", "ceop": "CEOP (National Crime Agency)", "iwf": "Internet Watch Foundation (IWF)",
@@ -17,25 +19,30 @@ AGENCY_LABELS = {
 REFERRAL_CHOICES = ("police", "ceop", "iwf", "lado", "childrens_social_care")
 FORM_TITLES = {
     "referral": "Referral made", "device": "Device secured", "parents": "Parents informed",
-    "ico": "ICO notified", "close": "Close the incident",
+    "ico": "ICO notified", "done": "Reminder done", "close": "Close the incident",
 }
 _MAX_TEXT = 2000
+_REMINDER_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _MAX_REFERENCE = 80
 
 
-def form_for(code: str) -> tuple[str, tuple[str, ...]] | None:
-    """The form a reminder gets, with the agencies it offers; None for a reminder no action records."""
+def form_for(code: str, *, has_due_time: bool) -> tuple[str, tuple[str, ...]] | None:
+    """The form a reminder gets, with the agencies it offers: its own action's, or 'done' for any other reminder
+    with a due time (common.reminders); None for a standing instruction, which holds until the incident closes."""
     if code == "refer_at_once":
         return "referral", ("police", "childrens_social_care")
     if code == "refer_lado_at_once":
         return "referral", ("lado",)
     if code.startswith("refer_") and code.removeprefix("refer_") in AGENCY_LABELS:
         return "referral", (code.removeprefix("refer_"),)
-    return {
+    own = {
         "secure_and_isolate_device": ("device", ()),
         "inform_parents": ("parents", ()),
         "notify_ico": ("ico", ()),
     }.get(code)
+    if own is not None:
+        return own
+    return ("done", ()) if has_due_time and own_action_of(code) is None else None
 
 
 @dataclass
@@ -82,6 +89,11 @@ def check_action(kind: str, values: dict[str, str], agencies: tuple[str, ...] = 
         if len(reference) > _MAX_REFERENCE:
             errors["reference_number"] = f"Reference number must be {_MAX_REFERENCE} characters or fewer"
         body = {"action": "ico_notified", **({"reference_number": reference} if reference else {})}
+    elif kind == "done":
+        reminder = _text(values, "reminder")
+        if not _REMINDER_CODE.fullmatch(reminder) or own_action_of(reminder) is not None:
+            return Checked(errors={"form": "This reminder is not one we know; reload the page and try again"})
+        body = {"action": "reminder_done", "reminder": reminder}
     elif kind == "close":
         outcome = _text(values, "outcome")
         if not outcome:

@@ -91,11 +91,12 @@ def ack_event(incident_id: str, at: datetime, role: str = "dsl") -> CloudEvent:
 
 
 def action_event(
-    incident_id: str, at: datetime, action: str, agency: str | None = None, role: str = "headteacher"
+    incident_id: str, at: datetime, action: str, agency: str | None = None, role: str = "headteacher",
+    reminder: str | None = None,
 ) -> CloudEvent:
     return _signal(EventType.INCIDENT_ACTION_RECORDED, incident_id, {
-        "action_id": f"a-{incident_id}-{action}-{agency}-{role}", "incident_id": incident_id, "action": action,
-        "by": {"role": role}, "at": at.isoformat(), "agency": agency,
+        "action_id": f"a-{incident_id}-{action}-{agency}-{role}-{reminder}", "incident_id": incident_id,
+        "action": action, "by": {"role": role}, "at": at.isoformat(), "agency": agency, "reminder": reminder,
     })
 
 

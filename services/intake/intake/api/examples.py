@@ -48,5 +48,6 @@ ACTION_EXAMPLES: dict[str, Any] = {
     "device_secured": {"action": "device_secured", "isolated_from_network": True},
     "parents_not_informed": {"action": "parents_not_informed",
                              "reason": "Informing parents would put the child at risk (social care advised)."},
+    "reminder_done": {"action": "reminder_done", "reminder": "initial_review_meeting"},
     "closed": {"action": "incident_closed", "outcome": "Referred; site blocked by the filtering provider."},
 }
