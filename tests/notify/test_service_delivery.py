@@ -25,7 +25,7 @@ from common.contracts import (
 from common.events import CloudEvent, new_event, utc_now
 from common.tokens import verify_ack_token
 from common.topics import EventType
-from notify.channels.base import DeliveryReceipt, OutgoingMessage
+from notify.channels.base import DeliveryReceipt, OutgoingMessage, message_id_for
 from notify.config import NotifySettings
 from notify.consumer import acknowledged_handler, requested_handler
 from notify.delivery import Deliverer, DeliveryConfig, _Batch, _Item
@@ -246,6 +246,44 @@ async def test_every_channel_failing_publishes_notification_failed(
     assert "gave up after 3 attempts" in event.data["errors"][-1]
     assert len(http_server.requests) == 3
     assert {r.headers["webhook-id"] for r in http_server.requests} == {request.notification_id}
+
+
+async def test_a_digest_retried_or_fallen_back_goes_out_as_one_message_again_with_the_same_id(
+    stack, isolation, smtp_server, http_server, make_request
+):
+    """Three routine notices to one inbox go as one digest. The server says 'try later': they used to come back one
+    message each under new ids (a retry's backoff was drawn per notice, and retries skipped the throttle), and
+    after a fallback likewise. They go together again, as the same message, by whatever channel each has now."""
+    settings = notify_settings(stack, isolation, smtp_server.port, delivery_loop=False, throttle_window_seconds=120,
+                               retry_base_seconds=30, retry_cap_seconds=30, webhook_secret=WEBHOOK_SECRET)
+    routine: dict[str, Any] = {"incident_class": IncidentClass.INAPPROPRIATE, "urgency": Urgency.NORMAL}
+    inbox = recipient((ChannelKind.EMAIL, "dsl@oakfield.example"), (ChannelKind.WEBHOOK, http_server.url))
+    service = await start(settings, consume=False)
+    smtp_server.mailbox.data_replies.append("451 4.3.0 try again later")
+    try:
+        notices = [fresh(make_request, reference=f"OSI-RTRY{n}", recipient=inbox, **routine) for n in range(3)]
+        await handle_directly(service, *notices)
+        t0 = utc_now()
+        assert (await service.deliverer.deliver_due(t0)).retried == 3
+        rows = await delivery_rows(stack, isolation)
+        assert len({r["next_attempt_at"] for r in rows}) == 1  # one backoff for the message, not one each
+        retried = await service.deliverer.deliver_due(t0 + timedelta(seconds=31))
+        assert retried.sent == 3
+        # The same three again, now falling back: the email server refuses them for good.
+        again = [fresh(make_request, reference=f"OSI-FALL{n}", recipient=inbox, **routine) for n in range(3)]
+        await handle_directly(service, *again)
+        smtp_server.mailbox.data_replies.append("554 5.7.1 rejected")
+        http_server.then(200, {"ok": True})
+        fell_back = await service.deliverer.deliver_due(t0 + timedelta(minutes=5))
+        assert (fell_back.fell_back, fell_back.sent) == (3, 3)  # at once, by the next channel
+    finally:
+        await service.runtime.stop()
+    ids = sorted(n.notification_id for n in notices)
+    [digest] = smtp_server.mailbox.messages  # the 451 and the 554 were not accepted
+    assert digest["Message-ID"] == f"<{message_id_for(ids)}@oakfield.example>"
+    assert all(f"OSI-RTRY{n}" in digest.get_content() for n in range(3))
+    [webhook] = http_server.requests
+    assert webhook.headers["webhook-id"] == message_id_for([n.notification_id for n in again])
 
 
 async def test_restart_in_the_middle_of_a_backoff_resumes_it(stack, isolation, smtp_server, make_request):

@@ -9,7 +9,8 @@ One pass (`deliver_due(now)`) is three short steps, and the clock is a parameter
 3. record, one transaction per batch straight after its send: 'sent' and `notifications.delivered`;
    or, after a retryable failure, the next attempt time (a row, so a restart resumes the backoff); or,
    after a permanent failure or exhausted retries, the next channel; with none left, 'failed' and
-   `notifications.failed`. Events leave only through the outbox.
+   `notifications.failed`. Events leave only through the outbox. A digest's notices share one decision, so their
+   retry, fallback or resend after a lease goes out as one message again, with the same id (`_together_again`).
 
 A send whose outcome was never recorded (the process died between the provider's acceptance and the
 commit) is sent again once its lease expires; every message carries an id derived from its notification
@@ -54,9 +55,10 @@ from notify.channels.base import (
     OutgoingMessage,
     PermanentDeliveryError,
     RetryableDeliveryError,
+    message_id_for,
 )
 from notify.messages import Links, ack_url, render_digest
-from notify.retry import BackoffPolicy, GiveUp
+from notify.retry import BackoffPolicy, GiveUp, RetryAt
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +67,7 @@ SOURCE = "urn:online-safety:notify"
 
 _CLAIM = (
     "SELECT d.notification_id, d.event_id, d.correlation_id, d.request, d.state, d.channel_index, d.attempts,"
-    " d.total_attempts, d.received_at, d.errors, d.requested_at, a.acknowledged_at,"
+    " d.total_attempts, d.received_at, d.errors, d.requested_at, d.batch_key, a.acknowledged_at,"
     # Whether whoever acknowledged is someone this incident's chain told: asked only of acknowledged incidents.
     " CASE WHEN a.incident_id IS NULL THEN false ELSE EXISTS (SELECT 1 FROM deliveries t"
     "  WHERE t.incident_id = d.incident_id AND t.request->'recipient'->>'role' = a.by_role) END AS ack_by_recipient"
@@ -76,10 +78,11 @@ _CLAIM = (
     " LIMIT $2 FOR UPDATE OF d SKIP LOCKED"
 )
 
-# The claimed rows go 'sending' under a lease, and their addresses' last send time moves on: one statement.
+# The claimed rows go 'sending' under a lease, each with the message it goes in if that carries several, and their
+# addresses' last send time moves on: one statement.
 _MARK_SENDING = (
-    "WITH sending AS (UPDATE deliveries SET state = 'sending', next_attempt_at = $2, updated_at = $3"
-    " WHERE notification_id = ANY($1::text[]))"
+    "WITH sending AS (UPDATE deliveries SET state = 'sending', next_attempt_at = $2, updated_at = $3,"
+    " batch_key = u.key FROM unnest($1::text[], $5::text[]) AS u(id, key) WHERE notification_id = u.id)"
     " INSERT INTO address_sends (address_key, last_sent_at) SELECT k, $3 FROM unnest($4::text[]) k"
     " ON CONFLICT (address_key) DO UPDATE SET last_sent_at ="
     " GREATEST(address_sends.last_sent_at, EXCLUDED.last_sent_at)"
@@ -118,6 +121,7 @@ class _Item:
     received_at: datetime
     errors: list[str]
     requested_at: datetime | None = None
+    batch_key: str | None = None
     acknowledged_at: datetime | None = None
     acknowledged_by_recipient: bool = False
 
@@ -127,7 +131,7 @@ class _Item:
             row["notification_id"], row["event_id"], row["correlation_id"],
             NotificationRequested.model_validate_json(row["request"]), row["state"], row["channel_index"],
             row["attempts"], row["total_attempts"], row["received_at"], list(json.loads(row["errors"])),
-            row["requested_at"], row["acknowledged_at"], row["ack_by_recipient"],
+            row["requested_at"], row["batch_key"], row["acknowledged_at"], row["ack_by_recipient"],
         )
 
     @property
@@ -156,6 +160,11 @@ class _Batch:
     kind: ChannelKind
     address: str
     items: tuple[_Item, ...]
+
+    @property
+    def key(self) -> str | None:
+        """The id of the message carrying several notices (a digest), kept on their rows; None for one notice."""
+        return message_id_for([i.notification_id for i in self.items]) if len(self.items) > 1 else None
 
 
 @dataclass
@@ -265,7 +274,7 @@ class Deliverer:
                 items = [i for i in items if not i.overtaken_by_acknowledgement]
             by_id = {i.notification_id: i for i in items}
             fresh = [i for i in items if i.fresh]
-            batches = [_single(i) for i in items if not i.fresh]
+            batches = _together_again([i for i in items if not i.fresh])
             pending = [
                 throttle.Pending(i.request, i.request.recipient.channels[0], i.received_at) for i in fresh
             ]
@@ -297,8 +306,9 @@ class Deliverer:
                 )
                 result.held += len(held)
             sending = [i.notification_id for b in batches for i in b.items]
+            batch_keys = [b.key for b in batches for _ in b.items]
             sent_keys = sorted({_key_text(throttle.address_key(_address(b))) for b in batches})
-            await conn.execute(_MARK_SENDING, sending, now + cfg.lease, now, sent_keys)
+            await conn.execute(_MARK_SENDING, sending, now + cfg.lease, now, sent_keys, batch_keys)
         return batches
 
     async def _send_and_record(self, batch: _Batch, now: datetime) -> dict[str, int]:
@@ -331,11 +341,22 @@ class Deliverer:
     ) -> dict[str, int]:
         if isinstance(outcome, DeliveryReceipt):
             return {"sent": await self._record_sent(conn, batch, outcome, now)}
+        # One decision for the whole message: a digest's notices are retried at one time, so they go together again.
+        retry = self._retry_decision(max(i.attempts for i in batch.items) + 1, outcome, now)
         async with conn.transaction():
             counts = {"retried": 0, "fell_back": 0, "failed": 0}
             for item in batch.items:
-                counts[await self._record_failure(conn, item, batch.kind, outcome, now)] += 1
+                counts[await self._record_failure(conn, item, batch.kind, outcome, retry, now)] += 1
             return counts
+
+    def _retry_decision(self, attempts: int, error: Exception, now: datetime) -> RetryAt | GiveUp | None:
+        """When to try again after a retryable failure (None: a permanent one, which falls back at once)."""
+        if not isinstance(error, RetryableDeliveryError):
+            return None
+        kwargs: dict[str, Any] = {"now": now, "retry_after": error.retry_after}
+        if self._rand is not None:
+            kwargs["rand"] = self._rand
+        return self._config.backoff.after_failure(attempts, **kwargs)
 
     async def _record_before_the_lease_ends(
         self, batch: _Batch, outcome: DeliveryReceipt | Exception, now: datetime
@@ -440,16 +461,13 @@ class Deliverer:
         return _event(EventType.NOTIFICATION_DELIVERED, item, data.model_dump(mode="json"), now)
 
     async def _record_failure(
-        self, conn: Connection, item: _Item, kind: ChannelKind, error: Exception, now: datetime
+        self, conn: Connection, item: _Item, kind: ChannelKind, error: Exception, decision: RetryAt | GiveUp | None,
+        now: datetime,
     ) -> str:
         reason = getattr(error, "reason", str(error))
         attempts = item.attempts + 1
         errors = [*item.errors, f"{kind.value}: {reason}"][-20:]
-        if isinstance(error, RetryableDeliveryError):
-            kwargs: dict[str, Any] = {"now": now, "retry_after": error.retry_after}
-            if self._rand is not None:
-                kwargs["rand"] = self._rand
-            decision = self._config.backoff.after_failure(attempts, **kwargs)
+        if decision is not None:
             if not isinstance(decision, GiveUp):
                 await conn.execute(
                     "UPDATE deliveries SET state = 'pending', attempts = $2, total_attempts = total_attempts + 1,"
@@ -495,6 +513,24 @@ def wake_channel(schema: str) -> str:
 def _single(item: _Item) -> _Batch:
     channel = item.request.recipient.channels[item.channel_index]
     return _Batch(channel.kind, channel.address, (item,))
+
+
+def _together_again(items: list[_Item]) -> list[_Batch]:
+    """Notices that went out in one message and are due again (a retry, a fallback, a lease run out) go out in one
+    message again, to the address each has now: the same notices give the same message id, so a receiver that
+    had the first drops the repeat, and a digest of twenty never comes back as twenty messages. Alone otherwise."""
+    groups: dict[tuple[str, throttle.AddressKey], list[_Item]] = {}
+    batches = []
+    for item in items:
+        if item.batch_key is None:
+            batches.append(_single(item))
+            continue
+        channel = item.request.recipient.channels[item.channel_index]
+        groups.setdefault((item.batch_key, throttle.address_key(channel)), []).append(item)
+    for group in groups.values():
+        channel = group[0].request.recipient.channels[group[0].channel_index]
+        batches.append(_Batch(channel.kind, channel.address, tuple(group)))
+    return batches
 
 
 def _address(batch: _Batch) -> ChannelAddress:
