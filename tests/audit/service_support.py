@@ -21,6 +21,7 @@ from common.tokens import issue_person_token
 from common.topics import EventType
 
 PUPIL_NAME = "Alice Pupilname"
+CRIME_REFERENCE = "CEOP-2026-77120"  # opens the case: for the people who need pupil details only
 PUPIL_UPN = "A123456789012"
 T0 = datetime(2026, 1, 12, 9, 0, tzinfo=UTC)
 
@@ -98,6 +99,7 @@ def incident_events(school: str, incident: str, *, minutes_to_ack: int = 7) -> l
     referred = ev(EventType.INCIDENT_ACTION_RECORDED, {
         "action_id": f"{incident}-a1", "incident_id": incident, "action": "referral_made",
         "by": {"role": "dsl"}, "at": (T0 + timedelta(minutes=9)).isoformat(), "agency": "ceop",
+        "reference_number": CRIME_REFERENCE,
     }, T0 + timedelta(minutes=9), acked)
     return [reported, triaged, told, delivered, escalated, acked, referred]
 

@@ -14,30 +14,52 @@ from audit.checkpoints import checkpoint_all
 from audit.cli import run_cli
 from audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from audit.offline_verify import ExportProblem, verify_export
+from common.events import new_event
+from common.topics import EventType
 
-from .service_support import PUPIL_NAME, PUPIL_UPN, T0, audit_settings, bearer, incident_events, log_events, running
+from .service_support import (
+    CRIME_REFERENCE,
+    PUPIL_NAME,
+    PUPIL_UPN,
+    T0,
+    audit_settings,
+    bearer,
+    incident_events,
+    log_events,
+    running,
+)
 
 
 async def test_governors_see_timelines_without_pupil_fields_and_are_refused_them(stack, isolation, tmp_path):
     settings = audit_settings(isolation, stack, tmp_path)
     async with running(settings) as (app, client):
-        await log_events(app.state.runtime.pool, incident_events("school-g", "inc-g1"))
+        events = incident_events("school-g", "inc-g1")
+        not_told = new_event(EventType.INCIDENT_ACTION_RECORDED, source="tests", subject="inc-g1", schoolid="school-g",
+                             data={"action_id": "inc-g1-a2", "incident_id": "inc-g1", "action": "parents_not_informed",
+                                   "by": {"role": "dsl"}, "at": T0.isoformat(),
+                                   "reason": f"Social care advised: telling {PUPIL_NAME}'s father puts her at risk."})
+        await log_events(app.state.runtime.pool, [*events, not_told])
         governor = bearer(settings, "governor", "school-g")
         resp = await client.get("/v1/audit/incidents/inc-g1/timeline", headers=governor)
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert [e["type"].rsplit(".", 2)[-2] for e in body["entries"]] == [
-            "reported", "triaged", "requested", "delivered", "escalated", "acknowledged", "action-recorded"]
+            "reported", "triaged", "requested", "delivered", "escalated", "acknowledged", "action-recorded",
+            "action-recorded"]
         told = body["entries"][2]["summary"]
         assert told["told"] == "dsl" and told["channels"] == ["sms"]
         assert body["entries"][5]["summary"]["acknowledged_by"] == "dsl"
         text = resp.text
         assert PUPIL_NAME not in text and PUPIL_UPN not in text and "Year 6" in text
+        # An action's free text and crime reference are for the people who need pupil details, as in intake.
+        assert "Social care advised" not in text and CRIME_REFERENCE not in text
+        assert body["entries"][6]["event"]["data"]["agency"] == "ceop"
         refused = await client.get("/v1/audit/incidents/inc-g1/timeline?pupil_fields=true", headers=governor)
         assert refused.status_code == 403 and "pupil" in refused.json()["detail"]
         dsl = await client.get("/v1/audit/incidents/inc-g1/timeline?pupil_fields=true",
                                headers=bearer(settings, "dsl", "school-g"))
         assert dsl.status_code == 200 and PUPIL_NAME in dsl.text and PUPIL_UPN in dsl.text
+        assert "Social care advised" in dsl.text and CRIME_REFERENCE in dsl.text
         teacher = await client.get("/v1/audit/incidents/inc-g1/timeline",
                                    headers=bearer(settings, "teacher", "school-g"))
         assert teacher.status_code == 403

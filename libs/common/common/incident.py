@@ -128,6 +128,19 @@ def without_pupil_identifiers(report: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+# What every reader of an incident may see of a recorded action (`incidents.actions`): the free text (the reason
+# parents were not informed, the outcome on closing) can name a child, as a report's description can, and a crime
+# reference opens the case. Only the people who need pupil details (the DSL, deputy, headteacher) see the rest.
+ACTION_FIELDS_FOR_EVERY_READER = frozenset({
+    "action_id", "incident_id", "action", "by", "at", "agency", "isolated_from_network", "reminder",
+})
+
+
+def action_for_every_reader(action: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an action (or of its details) with only what every reader may see."""
+    return {k: v for k, v in action.items() if k in ACTION_FIELDS_FOR_EVERY_READER}
+
+
 def sensitive_values(data: Any) -> set[str]:
     """Every string value under a sensitive key anywhere in `data`: what log redaction must scrub."""
     found: set[str] = set()

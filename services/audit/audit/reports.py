@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from audit.projection import State, incident_id_of
-from common.incident import without_pupil_identifiers
+from common.incident import action_for_every_reader, without_pupil_identifiers
 
 _ALWAYS_HIDDEN = frozenset({"date_of_birth", "dob", "pupil_name", "identifier", "description"})
 
@@ -62,9 +62,19 @@ def _summary(event: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def redact_event(event: dict[str, Any]) -> dict[str, Any]:
+    """What a governor may see of a logged event: `redact`, and of a recorded action only what intake shows every
+    reader (no reason, outcome or crime reference: common.incident.action_for_every_reader)."""
+    data = event.get("data")
+    if str(event.get("type", "")).endswith("incident.action-recorded.v1") and isinstance(data, dict):
+        event = {**event, "data": action_for_every_reader(data)}
+    shown: dict[str, Any] = redact(event)
+    return shown
+
+
 def timeline_entry(seq: int, topic: str, recorded_at: datetime, event: dict[str, Any], *, full: bool
                    ) -> dict[str, Any]:
-    shown = event if full else redact(event)
+    shown = event if full else redact_event(event)
     return {
         "seq": seq, "recorded_at": recorded_at.isoformat(), "topic": topic,
         "type": event.get("type", event.get("kind")), "time": event.get("time"),

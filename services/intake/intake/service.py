@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from common.contracts import Acknowledger, IncidentAcknowledged, IncidentActionRecorded, IncidentReported
 from common.events import Clock, CloudEvent, IdFactory, new_event, new_id, utc_now
-from common.incident import IncidentReport, sensitive_values, without_pupil_identifiers
+from common.incident import IncidentReport, action_for_every_reader, sensitive_values, without_pupil_identifiers
 from common.logging import sensitive
 from common.outbox import enqueue
 from common.roles import normalise_role
@@ -295,15 +295,8 @@ class Intake:
         )
 
 
-# What every reader of an incident sees of its actions. The free text (the reason parents were not informed, the
-# outcome on closing) can name a child, as a report's description can; a crime reference opens the case.
-_ACTION_DETAILS_FOR_EVERY_READER = frozenset({"agency", "isolated_from_network", "reminder"})
-
-
 def _action_details(details: dict[str, Any], pupil_details: bool) -> dict[str, Any]:
-    if pupil_details:
-        return details
-    return {k: v for k, v in details.items() if k in _ACTION_DETAILS_FOR_EVERY_READER}
+    return details if pupil_details else action_for_every_reader(details)
 
 
 def _may_act(who: Principal, incident: asyncpg.Record, by: Acknowledger) -> None:
