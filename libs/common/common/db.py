@@ -203,7 +203,7 @@ async def open_migrated(
         await pool.close()
         raise MigrationError(
             f"schema {schema} lacks migrations {', '.join(missing)}: apply them with the administrative URL first "
-            f"(python -m common.migrate {schema})"
+            "(python -m common.migrate <service>, with DATABASE_URL set)"
         )
     return pool
 

@@ -49,7 +49,11 @@ def service_environment(environ: Mapping[str, str], app_url: str) -> dict[str, s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.migrate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m common.migrate",
+        description="Apply services' migrations with the administrative URL; with --exec, then run the service as its "
+        "own least-privilege role alone.",
+    )
     parser.add_argument("--exec", action="store_true", help="then run the (single) service as its own role")
     parser.add_argument("services", nargs="+", help="service packages: intake, triage, notify, audit, web")
     args = parser.parse_args(argv)
