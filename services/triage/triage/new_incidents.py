@@ -43,7 +43,7 @@ class PlannedIncident:
 _INSERT_INCIDENTS = (
     "INSERT INTO incidents (id, reference, school_id, correlation_id, incident_class, urgency, risk_area, "
     "policy_version, chain, context, level, repeat, next_due_at, triaged_at, updated_at) "
-    "SELECT id, ref, school, corr, cls, urg, risk, ver, ch::jsonb, ctx::jsonb, lvl, rep, due, at, at "
+    "SELECT id, ref, school, corr, cls, urg, risk, ver, ch::json, ctx::json, lvl, rep, due, at, at "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], "
     "$9::text[], $10::text[], $11::int[], $12::int[], $13::timestamptz[], $14::timestamptz[]) "
     "AS u(id, ref, school, corr, cls, urg, risk, ver, ch, ctx, lvl, rep, due, at) "
@@ -54,7 +54,7 @@ _INSERT_INCIDENTS = (
 _INSERT_REMINDERS_AND_NOTICES_TAKE_SIGNALS = (
     "WITH new_reminders AS ("
     " INSERT INTO reminders (incident_id, code, text, owner_role, owner, due_at, period_seconds, next_notify_at)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[],"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::json[], $6::timestamptz[],"
     " $7::float8[], $8::timestamptz[]) ON CONFLICT DO NOTHING), "
     "new_notices AS ("
     " INSERT INTO notifications (notification_id, incident_id, kind, level, repeat, role, generation, requested_at)"
