@@ -6,7 +6,9 @@ import asyncio
 import os
 import platform
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from bench import audit, backbone, e2e, intake, notify, triage
 from bench.proc import load_average
@@ -31,27 +33,43 @@ def machine() -> str:
     return f"{platform.machine()}, {cpus} cores, {mem:.0f} GiB, Python {platform.python_version()}"
 
 
-async def main() -> list[tuple[str, str, str]]:
-    chain = audit.chain_rows(audit.chain_speed(AUDIT_RECORDS))  # pure CPU: before the servers start
+Rows = list[tuple[str, str, str]]
+
+
+async def on_fresh_servers(run: Callable[[Any], Awaitable[Rows]]) -> Rows:
+    """Each service's benchmark (with its ceiling) on servers of its own, as `python -m bench.<service>` runs it:
+    on servers the earlier benchmarks had filled (some 150,000 events and their topics), triage measured 1,850-1,970
+    reports/s where it measured 2,250-2,300 after any one of them alone (bench/RESULTS.md, 2026-12-06)."""
     stack = start_embedded()
     try:
-        ceiling = await backbone.bare_kafka(stack.bootstrap, N)
-        plumbing = await backbone.outbox_to_effect(stack.admin_dsn, stack.bootstrap, N)
-        rows = [
-            ("backbone", "bare aiokafka produce -> consume (ceiling)", f"{ceiling:,.0f} events/s"),
-            ("backbone", "outbox -> relay -> broker -> inbox -> effect", f"{plumbing:,.0f} events/s"),
-            ("backbone", "plumbing / ceiling", f"{plumbing / ceiling:.0%}"),
-        ]
-        appended = await audit.kafka_append(stack.admin_dsn, stack.bootstrap, N)
-        if appended is not None:  # None until the audit store (audit.store) is there
-            rows.append(("audit", f"events appended from Kafka into the chain ({N:,})", f"{appended:,.0f} events/s"))
-        rows += chain
-        if intake.available():
-            rows += await intake.rows(stack.admin_dsn, stack.bootstrap)
-        rows += await triage.rows(stack.admin_dsn, stack.bootstrap, TRIAGE_REPORTS, TRIAGE_RATE, STEADY_SECONDS)
-        rows += await notify.rows(stack.admin_dsn, stack.bootstrap, NOTIFY_MESSAGES, NOTIFY_RATE, STEADY_SECONDS)
+        return await run(stack)
     finally:
         stack.stop()
+
+
+async def _backbone_and_audit(stack: Any) -> Rows:
+    ceiling = await backbone.bare_kafka(stack.bootstrap, N)
+    plumbing = await backbone.outbox_to_effect(stack.admin_dsn, stack.bootstrap, N)
+    rows = [
+        ("backbone", "bare aiokafka produce -> consume (ceiling)", f"{ceiling:,.0f} events/s"),
+        ("backbone", "outbox -> relay -> broker -> inbox -> effect", f"{plumbing:,.0f} events/s"),
+        ("backbone", "plumbing / ceiling", f"{plumbing / ceiling:.0%}"),
+    ]
+    appended = await audit.kafka_append(stack.admin_dsn, stack.bootstrap, N)
+    if appended is not None:  # None until the audit store (audit.store) is there
+        rows.append(("audit", f"events appended from Kafka into the chain ({N:,})", f"{appended:,.0f} events/s"))
+    return rows
+
+
+async def main() -> Rows:
+    chain = audit.chain_rows(audit.chain_speed(AUDIT_RECORDS))  # pure CPU: before the servers start
+    rows = await on_fresh_servers(_backbone_and_audit) + chain
+    if intake.available():
+        rows += await on_fresh_servers(lambda s: intake.rows(s.admin_dsn, s.bootstrap))
+    rows += await on_fresh_servers(
+        lambda s: triage.rows(s.admin_dsn, s.bootstrap, TRIAGE_REPORTS, TRIAGE_RATE, STEADY_SECONDS))
+    rows += await on_fresh_servers(
+        lambda s: notify.rows(s.admin_dsn, s.bootstrap, NOTIFY_MESSAGES, NOTIFY_RATE, STEADY_SECONDS))
     # `make run`'s own servers, started once the bench's are gone.
     return rows + await e2e.rows(E2E_RATES, STEADY_SECONDS)
 
