@@ -5,6 +5,7 @@ broker, as in a running system; until then the credentials alone decide (and tri
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -95,3 +96,30 @@ async def test_before_triage_has_decided_the_chain_the_credentials_decide(client
     incident = await reported(client)
     response = await client.post(f"/v1/incidents/{incident}/acknowledgements", headers=person("dsl"))
     assert response.status_code == 201, response.text
+
+
+async def test_what_someone_outside_the_chain_did_before_it_was_known_stops_counting_once_it_is(
+    settings: IntakeSettings, client: httpx.AsyncClient
+) -> None:
+    """Triage ignores it (it stops no escalation), so the status must not say acknowledged or closed either."""
+    incident = await reported(client)
+    acked = await client.post(f"/v1/incidents/{incident}/acknowledgements", headers=api_key(),
+                              json={"by": {"role": "Governor"}})
+    closed = await client.post(f"/v1/incidents/{incident}/actions", headers=api_key(), json={
+        "action": "incident_closed", "outcome": "nothing to see", "by": {"role": "Governor"}})
+    assert (acked.status_code, closed.status_code) == (201, 201)
+    assert (await _status(client, incident))["status"] == "closed"  # the credentials alone decided
+
+    await triaged(settings, client, incident, ILLEGAL_CHAIN)
+    for _ in range(300):
+        status = await _status(client, incident)
+        if status["status"] != "closed":
+            break
+        await asyncio.sleep(0.05)
+    assert (status["status"], status["closed_at"]) == ("triaged", None)
+    assert [a["role"] for a in status["acknowledgements"]] == ["Governor"]  # recorded, as it was
+
+    # From now on only the chain counts: the DSL's acknowledgement moves it on.
+    response = await client.post(f"/v1/incidents/{incident}/acknowledgements", headers=person("dsl"))
+    assert response.status_code == 201, response.text
+    assert (await _status(client, incident))["status"] == "acknowledged"

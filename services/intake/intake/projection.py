@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+import structlog
+
 from common.consumer import BatchedHandler, Handler
 from common.contracts import (
     IncidentAcknowledged,
@@ -24,6 +26,8 @@ from intake import store
 from intake.models import IncidentStatus
 from intake.service import status_after
 
+log = structlog.get_logger(__name__)
+
 # One statement per batch of events of a kind (each event used to take one, and at everyday rates intake handles
 # five of these per report). Events of a kind may repeat an incident or a notification within a batch: the last
 # one's values are kept, as when they were written one at a time, and levels only rise.
@@ -35,6 +39,8 @@ _TRIAGED = (
     " reminder_codes = string_to_array(u.reminders, ',')"
     " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])"
     " AS u(id, incident_class, urgency, at, roles, reminders) WHERE incidents.id = u.id"
+    # Those an acknowledgement or action had moved on before the chain was known: their status is counted again.
+    " RETURNING incidents.id, incidents.status IN ('acknowledged', 'actions_recorded', 'closed') AS signalled"
 )
 # Raise each incident's escalation level (never lower it) and move its status forward to escalated.
 _ESCALATED = (
@@ -74,7 +80,11 @@ async def on_triaged(events: Sequence[CloudEvent], conn: Connection) -> None:
             UUID(t.incident_id), t.incident_class.value, t.urgency.value, event.time, ",".join(chain_roles(t.chain)),
             ",".join(r.code for r in t.reminders),
         )
-    await conn.execute(_TRIAGED, *unnest_columns(latest.values()))
+    updated = await conn.fetch(_TRIAGED, *unnest_columns(latest.values()))
+    went_back = await store.recount_signals(conn, [r["id"] for r in updated if r["signalled"]])
+    if went_back:
+        log.warning("intake.signals_outside_chain", incidents=[str(i) for i in went_back],
+                    detail="acknowledged or acted on, before triage decided the chain, by no one in it")
 
 
 async def on_escalated(events: Sequence[CloudEvent], conn: Connection) -> None:
@@ -117,13 +127,14 @@ async def on_acknowledged(event: CloudEvent, conn: Connection) -> None:
     # Keyed by event id: intake's own acknowledgements are already recorded under theirs.
     ack_id = uuid5(NAMESPACE_URL, "acknowledgement:" + event.id)
     if await store.insert_acknowledgement(conn, ack_id, event.id, ack):
-        await store.advance(conn, UUID(ack.incident_id), IncidentStatus.ACKNOWLEDGED, event.time)
+        await store.advance(conn, UUID(ack.incident_id), IncidentStatus.ACKNOWLEDGED, event.time, by_role=ack.by.role)
 
 
 async def on_action_recorded(event: CloudEvent, conn: Connection) -> None:
     action = IncidentActionRecorded.model_validate(event.data)
     if await store.insert_action(conn, action):
-        await store.advance(conn, UUID(action.incident_id), status_after(action), event.time)
+        await store.advance(conn, UUID(action.incident_id), status_after(action), event.time,
+                            by_role=action.by.role)
 
 
 def handlers() -> dict[str, Handler]:

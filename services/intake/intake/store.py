@@ -14,6 +14,7 @@ from common.contracts import IncidentAcknowledged, IncidentActionRecorded
 from common.db import Connection
 from common.events import CloudEvent
 from common.outbox import execute_and_enqueue
+from common.roles import normalise_role
 from intake.models import STATUS_ORDER, IncidentAccepted, IncidentStatus
 
 INCIDENT_COLUMNS = (
@@ -129,14 +130,58 @@ def forward_to(status: IncidentStatus) -> str:
     )
 
 
-async def advance(conn: Connection, incident_id: UUID, status: IncidentStatus, at: datetime) -> None:
-    """Move the status forward (never back: events of different topics may arrive in any order)."""
+async def advance(
+    conn: Connection, incident_id: UUID, status: IncidentStatus, at: datetime, *, by_role: str | None = None
+) -> None:
+    """Move the status forward (never back: events of different topics may arrive in any order). An
+    acknowledgement or action (`by_role`) moves it only if its role is in the chain, or the chain is not known yet."""
     await conn.execute(
         "UPDATE incidents SET status = $2, updated_at = $3,"
         " closed_at = CASE WHEN $2 = 'closed' THEN coalesce(closed_at, $3) ELSE closed_at END"
-        " WHERE id = $1 AND array_position($4::text[], status) < array_position($4::text[], $2)",
-        incident_id, status.value, at, STATUS_ORDER,
+        " WHERE id = $1 AND array_position($4::text[], status) < array_position($4::text[], $2)"
+        " AND ($5::text IS NULL OR chain_roles IS NULL OR $5 = ANY(chain_roles))",
+        incident_id, status.value, at, STATUS_ORDER, normalise_role(by_role) if by_role is not None else None,
     )
+
+
+async def recount_signals(conn: Connection, incidents: Sequence[UUID]) -> list[UUID]:
+    """The status of incidents whose chain has just become known, counting only the acknowledgements and actions of
+    roles in it: one accepted before (the credentials alone decided then) from someone outside the chain stops no
+    escalation in triage, so it must not show the incident as acknowledged or closed either. Returns the incidents
+    whose status went back."""
+    if not incidents:
+        return []
+    rank = STATUS_ORDER.index
+    was: dict[UUID, str] = {}
+    counted: dict[UUID, str] = {}
+    for r in await conn.fetch(_SIGNALS_OF, list(incidents)):
+        incident = r["incident_id"]
+        was[incident] = r["status"]
+        status = counted.setdefault(incident, "escalated" if r["escalation_level"] is not None else "triaged")
+        roles = r["chain_roles"]  # none known (an empty chain): the credentials decide, as `advance` has it
+        if r["by_role"] is None or (roles is not None and normalise_role(r["by_role"]) not in roles):
+            continue
+        reached = ("acknowledged" if r["action"] is None
+                   else "closed" if r["action"] == "incident_closed" else "actions_recorded")
+        counted[incident] = max(status, reached, key=rank)
+    back = [(incident, status) for incident, status in counted.items() if rank(status) < rank(was[incident])]
+    if back:
+        await conn.execute(
+            "UPDATE incidents SET status = u.status, closed_at = CASE WHEN u.status = 'closed' THEN closed_at END"
+            " FROM unnest($1::uuid[], $2::text[]) AS u(id, status) WHERE incidents.id = u.id",
+            [i for i, _ in back], [s for _, s in back],
+        )
+    return [i for i, _ in back]
+
+
+# Each incident (whose status an acknowledgement or action moved) with each of its signals' roles and actions.
+_SIGNALS_OF = (
+    "SELECT i.id AS incident_id, i.status, i.chain_roles, i.escalation_level, s.by_role, s.action"
+    " FROM incidents i LEFT JOIN ("
+    "  SELECT incident_id, by_role, NULL::text AS action FROM acknowledgements WHERE incident_id = ANY($1::uuid[])"
+    "  UNION ALL SELECT incident_id, by_role, action FROM incident_actions WHERE incident_id = ANY($1::uuid[])"
+    " ) s ON s.incident_id = i.id WHERE i.id = ANY($1::uuid[])"
+)
 
 
 async def insert_acknowledgement(
