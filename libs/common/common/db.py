@@ -182,10 +182,24 @@ async def prepare_database(
     max_size: int = 10,
 ) -> asyncpg.Pool:
     """Migrate the service's schema and open a pool as its least-privilege role."""
-    roles = SchemaRoles(check_identifier(schema))
-    password = app_password(admin_dsn, roles.app, configured_password)
+    app_dsn = await migrate_schema(admin_dsn, schema, service_migrations, configured_password=configured_password)
+    return await create_pool(app_dsn, schema, max_size=max_size)
+
+
+async def migrate_schema(
+    admin_dsn: str, schema: str, service_migrations: list[Migration], *, configured_password: str | None
+) -> str:
+    """Apply the common and the service's migrations to its schema (creating its roles); returns the URL of its
+    least-privilege role."""
+    role, password = _app_login(admin_dsn, schema, configured_password)
     await migrate(admin_dsn, schema, common_migrations() + service_migrations, password)
-    return await create_pool(dsn_for_role(admin_dsn, roles.app, password), schema, max_size=max_size)
+    return dsn_for_role(admin_dsn, role, password)
+
+
+def _app_login(admin_dsn: str, schema: str, configured_password: str | None) -> tuple[str, str]:
+    """The schema's least-privilege login role and its password."""
+    role = SchemaRoles(check_identifier(schema)).app
+    return role, app_password(admin_dsn, role, configured_password)
 
 
 async def open_migrated(
@@ -213,9 +227,8 @@ def app_dsn_of(settings: ServiceSettings) -> str:
     URL and the role's password."""
     if settings.db_app_url:
         return settings.db_app_url
-    roles = SchemaRoles(check_identifier(settings.schema_name))
-    return dsn_for_role(settings.database_url, roles.app, app_password(
-        settings.database_url, roles.app, settings.db_app_password))
+    role, password = _app_login(settings.database_url, settings.schema_name, settings.db_app_password)
+    return dsn_for_role(settings.database_url, role, password)
 
 
 async def open_database(

@@ -18,15 +18,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from common.db import (
-    SchemaRoles,
-    app_dsn_of,
-    app_password,
-    check_identifier,
-    common_migrations,
-    load_migrations,
-    migrate,
-)
+from common.db import load_migrations, migrate_schema
 from common.settings import ServiceSettings
 
 # What the service must not inherit: the administrator's URL, and the password its own URL now carries.
@@ -36,11 +28,8 @@ ADMINISTRATIVE = ("DATABASE_URL", "DB_APP_PASSWORD")
 async def migrate_service(service: str, settings: ServiceSettings | None = None) -> str:
     """Migrate `service`'s schema; returns its least-privilege role's URL."""
     settings = settings or ServiceSettings(service_name=service)
-    roles = SchemaRoles(check_identifier(settings.schema_name))
-    password = app_password(settings.database_url, roles.app, settings.db_app_password)
-    await migrate(settings.database_url, roles.schema, common_migrations() + load_migrations(f"{service}.migrations"),
-                  password)
-    return app_dsn_of(settings.model_copy(update={"db_app_password": password, "db_app_url": None}))
+    return await migrate_schema(settings.database_url, settings.schema_name, load_migrations(f"{service}.migrations"),
+                                configured_password=settings.db_app_password)
 
 
 def service_environment(environ: Mapping[str, str], app_url: str) -> dict[str, str]:

@@ -13,6 +13,9 @@ from collections.abc import Iterable
 
 from common.contracts import ActionKind, Agency
 
+# What a reminder's code looks like where people send one (intake's `reminder_done`, the desk's form).
+REMINDER_CODE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
 # A referral to an agency closes its own reminder; police or social care also close 'refer at once'.
 _REFERRAL_ALSO_CLOSES: dict[Agency, frozenset[str]] = {
     Agency.POLICE: frozenset({"refer_at_once"}),

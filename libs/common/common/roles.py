@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 
@@ -15,3 +15,9 @@ def chain_roles(levels: Iterable[Mapping[str, Any]]) -> list[str]:
     """Every role an escalation chain (`IncidentTriaged.chain`, one dict per level) tells, normalised and sorted:
     the people who acknowledge the incident and record its actions."""
     return sorted({normalise_role(r["role"]) for level in levels for r in level.get("recipients", ())})
+
+
+def in_chain(role: str, roles: Collection[str] | None) -> bool:
+    """Whether an acknowledgement or action by `role` counts: the chain's (normalised) roles tell it, or, while
+    they are not known (`None`: triage has not decided the chain yet), the credentials alone decide."""
+    return roles is None or normalise_role(role) in roles

@@ -11,7 +11,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from common.contracts import ActionKind, Agency
-from common.reminders import own_action_of
+from common.reminders import REMINDER_CODE_PATTERN, own_action_of
 
 
 class IncidentStatus(StrEnum):
@@ -66,7 +66,7 @@ class ActionRequest(_Request):
     outcome: str | None = Field(default=None, min_length=1, max_length=2000,
                                 description="Required for incident_closed.")
     reminder: str | None = Field(
-        default=None, pattern=r"^[a-z][a-z0-9_]{0,63}$", examples=["initial_review_meeting"],
+        default=None, pattern=REMINDER_CODE_PATTERN, examples=["initial_review_meeting"],
         description="Required for reminder_done, and only there: the code of the reminder done, one of the "
         "incident's (its status lists them). A reminder with an action of its own (a referral, the device secured, "
         "parents informed, the ICO notified) is recorded with that action instead.",

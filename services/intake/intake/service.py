@@ -17,7 +17,7 @@ from common.events import Clock, CloudEvent, IdFactory, new_event, new_id, utc_n
 from common.incident import IncidentReport, action_for_every_reader, sensitive_values, without_pupil_identifiers
 from common.logging import sensitive
 from common.outbox import enqueue
-from common.roles import normalise_role
+from common.roles import in_chain
 from common.topics import EventType
 from intake import store
 from intake.auth import AckLink, Integration, Person, Principal
@@ -304,7 +304,7 @@ def _may_act(who: Principal, incident: asyncpg.Record, by: Acknowledger) -> None
     decided the chain (a moment after the report), the credentials alone decide; triage applies the same rule to
     what it is sent, so an acknowledgement from outside the chain never stops an escalation."""
     roles: list[str] | None = incident["chain_roles"]
-    if roles is not None and normalise_role(by.role) not in roles:
+    if not in_chain(by.role, roles):
         raise NotInChain(by.role, roles if isinstance(who, Integration) else None)
 
 

@@ -10,11 +10,11 @@ from uuid import UUID
 
 import asyncpg
 
-from common.contracts import IncidentAcknowledged, IncidentActionRecorded
+from common.contracts import ActionKind, IncidentAcknowledged, IncidentActionRecorded
 from common.db import Connection
 from common.events import CloudEvent
 from common.outbox import execute_and_enqueue
-from common.roles import normalise_role
+from common.roles import in_chain, normalise_role
 from intake.models import STATUS_ORDER, IncidentAccepted, IncidentStatus
 
 INCIDENT_COLUMNS = (
@@ -157,13 +157,15 @@ async def recount_signals(conn: Connection, incidents: Sequence[UUID]) -> list[U
     for r in await conn.fetch(_SIGNALS_OF, list(incidents)):
         incident = r["incident_id"]
         was[incident] = r["status"]
-        status = counted.setdefault(incident, "escalated" if r["escalation_level"] is not None else "triaged")
-        roles = r["chain_roles"]  # none known (an empty chain): the credentials decide, as `advance` has it
-        if r["by_role"] is None or (roles is not None and normalise_role(r["by_role"]) not in roles):
+        status = counted.setdefault(incident, (IncidentStatus.ESCALATED if r["escalation_level"] is not None
+                                               else IncidentStatus.TRIAGED).value)
+        # none known (an empty chain): the credentials decide, as `advance` has it
+        if r["by_role"] is None or not in_chain(r["by_role"], r["chain_roles"]):
             continue
-        reached = ("acknowledged" if r["action"] is None
-                   else "closed" if r["action"] == "incident_closed" else "actions_recorded")
-        counted[incident] = max(status, reached, key=rank)
+        reached = (IncidentStatus.ACKNOWLEDGED if r["action"] is None
+                   else IncidentStatus.CLOSED if r["action"] == ActionKind.INCIDENT_CLOSED
+                   else IncidentStatus.ACTIONS_RECORDED)
+        counted[incident] = max(status, reached.value, key=rank)
     back = [(incident, status) for incident, status in counted.items() if rank(status) < rank(was[incident])]
     if back:
         await conn.execute(

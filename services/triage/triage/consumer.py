@@ -22,7 +22,7 @@ from common.contracts import (
 from common.db import Connection
 from common.events import CloudEvent
 from common.reminders import reminders_closed_by
-from common.roles import normalise_role
+from common.roles import in_chain, normalise_role
 from common.topics import Topic
 from triage.chain import next_step
 from triage.classify import classify
@@ -209,4 +209,4 @@ def _in_chain(incident: IncidentState, role: str) -> bool:
     """Whether the role is one the incident's chain tells. Only they stop its escalation: not a governor, and not
     a headteacher who is the subject of the report (the chain has the chair of governors instead). Intake refuses
     the others once it knows the chain; this holds for what it accepted before it did."""
-    return normalise_role(role) in {normalise_role(r) for level in incident.chain.levels for r in level.roles}
+    return in_chain(role, {normalise_role(r) for level in incident.chain.levels for r in level.roles})

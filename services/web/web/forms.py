@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.contracts import Agency
-from common.reminders import own_action_of
+from common.reminders import REMINDER_CODE_PATTERN, own_action_of
 
 AGENCY_LABELS = {
     "police": "Police", "ceop": "CEOP (National Crime Agency)", "iwf": "Internet Watch Foundation (IWF)",
@@ -22,7 +22,7 @@ FORM_TITLES = {
     "ico": "ICO notified", "done": "Reminder done", "close": "Close the incident",
 }
 _MAX_TEXT = 2000
-_REMINDER_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_REMINDER_CODE = re.compile(REMINDER_CODE_PATTERN)
 _MAX_REFERENCE = 80
 
 
