@@ -38,8 +38,8 @@ Rows = list[tuple[str, str, str]]
 
 async def on_fresh_servers(run: Callable[[Any], Awaitable[Rows]]) -> Rows:
     """Each service's benchmark (with its ceiling) on servers of its own, as `python -m bench.<service>` runs it:
-    on servers the earlier benchmarks had filled (some 150,000 events and their topics), triage measured 1,850-1,970
-    reports/s where it measured 2,250-2,300 after any one of them alone (bench/RESULTS.md, 2026-12-06)."""
+    on servers that the backbone, audit and intake benchmarks had filled, triage measured 1,854-1,973 reports/s where
+    it measured 2,248-2,298 on fresh servers or after any one of them alone (bench/RESULTS.md, 2026-12-06)."""
     stack = start_embedded()
     try:
         return await run(stack)
