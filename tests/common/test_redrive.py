@@ -459,7 +459,8 @@ async def test_the_watch_reads_the_rows_not_yet_known_safe_not_every_retained_ro
             "published up to": (broker_watch._PUBLISHED_UP_TO, ()),  # noqa: SLF001
             "last unsafe": (broker_watch._LAST_UNSAFE, ()),  # noqa: SLF001
             "began again": (broker_watch._LOG_BEGAN_AGAIN, ()),  # noqa: SLF001
-            "began again since": (broker_watch._LOG_BEGAN_AGAIN_SINCE, (199, ["t1"], [0], [1110])),  # noqa: SLF001
+            "published since": (broker_watch._PUBLISHED_SINCE, (199, ["t1"], [0], [1110])),  # noqa: SLF001
+            "latest publishing pass": (broker_watch._LATEST_PUBLISHING, ()),  # noqa: SLF001
         }
         read = {}
         for name, (sql, args) in statements.items():

@@ -19,8 +19,9 @@ and their inboxes absorb the repeats. The same pass forgets published rows older
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,8 +30,8 @@ import structlog
 from aiokafka import TopicPartition
 
 from common.aio import cancelled_from_inside, sleep_unless_stopped, within
-from common.db import Connection, unnest_columns
-from common.kafka import committed_offsets, records_at, topic_partitions
+from common.db import Connection
+from common.kafka import BrokerQuestions
 from common.outbox import relay_lock
 from common.redrive import mark_after_safe_points
 from common.topics import TopicNames
@@ -73,25 +74,36 @@ _LOG_BEGAN_AGAIN = (
     'lag("offset") OVER (PARTITION BY topic, partition ORDER BY published_pass NULLS FIRST, id) AS previous '
     'FROM unsafe) AS x WHERE "offset" <= previous'
 )
-# The same, for the rows published by passes after pass $1 only (found by outbox_by_publish_pass, migration 0004):
-# the check made under the relay lock, for what the relay published since the outbox was read. The first such
-# row of a partition is compared with the partition's last row as read then ($2, $3, $4: topic, partition, offset).
-_LOG_BEGAN_AGAIN_SINCE = (
-    "SELECT DISTINCT topic FROM (SELECT o.topic, o.\"offset\", "
-    'coalesce(lag(o."offset") OVER (PARTITION BY o.topic, o.partition ORDER BY o.published_pass, o.id),'
-    ' b."offset") AS previous FROM outbox o'
-    ' LEFT JOIN unnest($2::text[], $3::int[], $4::bigint[]) AS b(topic, partition, "offset")'
-    " ON b.topic = o.topic AND b.partition = o.partition"
-    " WHERE o.published_pass > $1 AND o.published_at IS NOT NULL AND o.partition IS NOT NULL) AS x"
-    ' WHERE "offset" <= previous'
+# The same for the rows published by the passes after pass $1 only (found by outbox_by_publish_pass, migration
+# 0004), each partition's first such row compared with its last row checked before ($2, $3, $4: topic, partition,
+# offset); with, per partition, the last of these rows and whether its offsets began again. Once a full check has
+# looked at every row not yet known safe, each later check reads only what was published since the one before,
+# and the step under the relay lock only what was published since the outbox was read.
+_PUBLISHED_SINCE = (
+    'SELECT l.id, l.topic, l.partition, l."offset", l.published_pass, l.began_again,'
+    " (SELECT v.value FROM outbox v WHERE v.id = l.id) AS value FROM ("
+    ' SELECT DISTINCT ON (topic, partition) id, topic, partition, "offset", published_pass,'
+    '  bool_or("offset" <= previous) OVER (PARTITION BY topic, partition) AS began_again FROM ('
+    '   SELECT o.id, o.topic, o.partition, o."offset", o.published_pass,'
+    '   coalesce(lag(o."offset") OVER (PARTITION BY o.topic, o.partition ORDER BY o.published_pass, o.id),'
+    '    b."offset") AS previous FROM outbox o'
+    '   LEFT JOIN unnest($2::text[], $3::int[], $4::bigint[]) AS b(topic, partition, "offset")'
+    "   ON b.topic = o.topic AND b.partition = o.partition"
+    "   WHERE o.published_pass > $1 AND o.published_at IS NOT NULL AND o.partition IS NOT NULL) AS x"
+    " ORDER BY topic, partition, published_pass DESC, id DESC) AS l"
 )
 # Per topic and partition, the last row published and not yet known safe: the broker must still hold it where
-# it said. Its value is read for those rows only, not carried through the sort.
+# it said. Its value is read for those rows only, not carried through the sort, and by a subquery: as a join, the
+# planner hashed the whole outbox for it (a sequential scan, 39 ms of a check at 500 reports/s into triage).
 _LAST_UNSAFE = (
-    _UNSAFE_ROWS + 'SELECT l.topic, l.partition, l."offset", l.published_pass, o.value FROM ('  # noqa: S608
+    _UNSAFE_ROWS + 'SELECT l.id, l.topic, l.partition, l."offset", l.published_pass,'  # noqa: S608
+    " (SELECT v.value FROM outbox v WHERE v.id = l.id) AS value FROM ("
     ' SELECT DISTINCT ON (topic, partition) id, topic, partition, "offset", published_pass FROM unsafe'
-    " ORDER BY topic, partition, published_pass DESC NULLS LAST, id DESC) AS l JOIN outbox o ON o.id = l.id"
+    " ORDER BY topic, partition, published_pass DESC NULLS LAST, id DESC) AS l"
 )
+# The last publishing pass: read before a full check, it is where the next check's reading begins.
+_LATEST_PUBLISHING = "SELECT coalesce(max(published_pass), 0) FROM outbox WHERE published_pass IS NOT NULL"
+_SAFE_POINTS = "SELECT topic, safe_id FROM outbox_safe_point"
 # The last row up to which every row was published when the outbox was read: a safe point may move only that far.
 # (The first row not placed comes from the partial index outbox_not_placed, migration 0004.)
 _PUBLISHED_UP_TO = (
@@ -115,13 +127,39 @@ _ADVANCE = (
 
 
 @dataclass(frozen=True)
+class _Placed:
+    """An outbox row where the broker said it put it."""
+
+    id: int
+    offset: int
+    value: bytes
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """What the checks so far have looked at: every row published by passes up to `up_to_pass`; per partition,
+    the last of them not yet known safe (the broker must still hold it where it said)."""
+
+    up_to_pass: int
+    last: dict[tuple[str, int], _Placed]
+
+    def places(self) -> tuple[list[str], list[int], list[int]]:
+        """The last rows' topics, partitions and offsets, as three arrays."""
+        keys = list(self.last)
+        return [t for t, _ in keys], [p for _, p in keys], [self.last[key].offset for key in keys]
+
+    def not_yet_safe(self, safe_ids: Mapping[str, int]) -> _Checked:
+        last = {key: placed for key, placed in self.last.items() if placed.id > safe_ids.get(key[0], 0)}
+        return _Checked(self.up_to_pass, last)
+
+
+@dataclass(frozen=True)
 class _Snapshot:
     """What the outbox said before the broker was asked."""
 
-    last: dict[tuple[str, int], tuple[int, bytes]]
+    checked: _Checked
     published_up_to: int
     began_again: list[str]  # topics whose offsets stopped rising with our rows
-    last_pass: int  # the last publishing pass it saw (passes commit in their order: they hold the relay lock)
 
 
 @dataclass(frozen=True)
@@ -143,7 +181,7 @@ class BrokerWatch:
         retention: timedelta = timedelta(days=7),
     ) -> None:
         self._pool = pool
-        self._bootstrap = bootstrap
+        self._broker = BrokerQuestions(bootstrap)  # one client for every check's questions
         self._topics = topic_names
         self._schema = schema
         self._consumer_groups = consumer_groups
@@ -155,6 +193,8 @@ class BrokerWatch:
         self.redriven_total = 0
         # How long checks have held the relay lock: the relay publishes nothing meanwhile.
         self.lock_held_seconds_total = 0.0
+        # What the checks so far looked at (none: the next check reads every row not yet known safe).
+        self._checked: _Checked | None = None
 
     async def check_once(self) -> list[Loss]:
         """Compare the outbox with the broker once: re-drive what was lost, or move safe points on.
@@ -169,9 +209,11 @@ class BrokerWatch:
         self.checks_total += 1
         async with self._pool().acquire() as conn:
             seen = await self._snapshot(conn)
-        if not seen.last:
+        last = seen.checked.last
+        if not last:
+            self._checked = seen.checked
             return []
-        losses, partitions = await self._compare(seen.last)
+        losses, partitions = await self._compare(last)
         known = {loss.topic for loss in losses}
         losses += [Loss(topic, _BEGAN_AGAIN) for topic in seen.began_again if topic not in known]
         committed = {} if losses else await self._committed(partitions)
@@ -183,27 +225,33 @@ class BrokerWatch:
             try:
                 # Read under the lock, so that it covers what the relay published while the broker was asked.
                 known = {loss.topic for loss in losses}
-                places = [(topic, partition, offset) for (topic, partition), (offset, _) in seen.last.items()]
-                since = await conn.fetch(_LOG_BEGAN_AGAIN_SINCE, seen.last_pass, *unnest_columns(places))
-                losses += [Loss(r["topic"], _BEGAN_AGAIN) for r in since if r["topic"] not in known]
+                checked, began_again = await _published_since(conn, seen.checked)
+                losses += [Loss(topic, _BEGAN_AGAIN) for topic in began_again if topic not in known]
                 if losses:
+                    self._checked = None  # what was re-driven is published again: the next check reads it all
                     await self._redrive(conn, losses)
                     return losses
                 for topic, consumed in committed.items():
                     await conn.execute(_ADVANCE, topic, consumed, seen.published_up_to)
-                return []
             finally:
                 self.lock_held_seconds_total += time.monotonic() - locked_at
+        self._checked = checked
+        return []
 
-    @staticmethod
-    async def _snapshot(conn: Connection) -> _Snapshot:
+    async def _snapshot(self, conn: Connection) -> _Snapshot:
         published_up_to = int(await conn.fetchval(_PUBLISHED_UP_TO))
+        safe_ids = {r["topic"]: r["safe_id"] for r in await conn.fetch(_SAFE_POINTS)}
+        if self._checked is not None:
+            checked, began_again = await _published_since(conn, self._checked.not_yet_safe(safe_ids))
+            return _Snapshot(checked.not_yet_safe(safe_ids), published_up_to, began_again)
+        # Every row not yet known safe. The last pass is read first: the rows of later passes are among them.
+        up_to_pass = int(await conn.fetchval(_LATEST_PUBLISHING))
         rows = await conn.fetch(_LAST_UNSAFE)
-        last = {(r["topic"], r["partition"]): (r["offset"], bytes(r["value"])) for r in rows}
-        last_pass = max((r["published_pass"] or 0 for r in rows), default=0)
+        last = {(r["topic"], r["partition"]): _Placed(r["id"], r["offset"], bytes(r["value"])) for r in rows}
+        up_to_pass = max([up_to_pass, *(r["published_pass"] or 0 for r in rows)])
         # After the rows above: it looks at every row they came from, and perhaps a few published since.
         began_again = [r["topic"] for r in await conn.fetch(_LOG_BEGAN_AGAIN)]
-        return _Snapshot(last, published_up_to, began_again, last_pass)
+        return _Snapshot(_Checked(up_to_pass, last), published_up_to, began_again)
 
     async def _redrive(self, conn: Connection, losses: list[Loss]) -> None:
         marked = await mark_after_safe_points(conn, [loss.topic for loss in losses])
@@ -213,28 +261,26 @@ class BrokerWatch:
             "outbox.broker_lost_events", redriven=marked, topics={loss.topic: loss.reason for loss in losses},
         )
 
-    async def _compare(
-        self, last: dict[tuple[str, int], tuple[int, bytes]]
-    ) -> tuple[list[Loss], dict[str, list[int]]]:
+    async def _compare(self, last: dict[tuple[str, int], _Placed]) -> tuple[list[Loss], dict[str, list[int]]]:
         """Is each row the broker last acknowledged still where it said? Returns the losses, and each
         surviving topic's partitions."""
         physical = self._topics.physical
         partitions = await within(
-            BROKER_TIMEOUT_SECONDS, topic_partitions(self._bootstrap, {physical(t) for t, _ in last})
+            BROKER_TIMEOUT_SECONDS, self._broker.partitions({physical(t) for t, _ in last})
         )
         losses: dict[str, Loss] = {}
         positions: dict[TopicPartition, int] = {}
-        for (topic, partition), (offset, _) in last.items():
+        for (topic, partition), placed in last.items():
             if physical(topic) not in partitions:
                 losses[topic] = Loss(topic, "the topic is gone")
             elif partition not in partitions[physical(topic)]:
                 losses[topic] = Loss(topic, f"partition {partition} is gone")
             else:
-                positions[TopicPartition(physical(topic), partition)] = offset
-        held = await within(BROKER_TIMEOUT_SECONDS, records_at(self._bootstrap, positions))
+                positions[TopicPartition(physical(topic), partition)] = placed.offset
+        held = await within(BROKER_TIMEOUT_SECONDS, self._broker.records_at(positions))
         for tp, value in sorted(held.items()):
             topic = self._topics.logical(tp.topic)
-            expected = last[(topic, tp.partition)][1]
+            expected = last[(topic, tp.partition)].value
             if topic not in losses and value != expected:
                 where = f"partition {tp.partition} offset {positions[tp]}"
                 losses[topic] = Loss(topic, f"{where} {'holds another record' if value else 'is empty'}")
@@ -252,7 +298,7 @@ class BrokerWatch:
                                                     for p in partitions[topic])
         found = await within(
             BROKER_TIMEOUT_SECONDS,
-            asyncio.gather(*(committed_offsets(self._bootstrap, g, tps) for g, tps in wanted.items())),
+            asyncio.gather(*(self._broker.committed_offsets(g, tps) for g, tps in wanted.items())),
         )
         committed = dict(zip(wanted, found, strict=True))
         return {
@@ -274,6 +320,13 @@ class BrokerWatch:
         return int(status.split()[-1])
 
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self._watch(stop)
+        finally:
+            with contextlib.suppress(Exception):
+                await within(5.0, self._broker.close())
+
+    async def _watch(self, stop: asyncio.Event) -> None:
         next_purge = 0.0
         while not stop.is_set():
             try:
@@ -282,6 +335,7 @@ class BrokerWatch:
                     purged = await self.purge_expired()
                     if purged:
                         log.info("outbox.purged", rows=purged)
+                        self._checked = None  # it may have forgotten rows the checks know of
                     next_purge = time.monotonic() + PURGE_EVERY_SECONDS
             except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - an outage: look again later
                 if isinstance(exc, asyncio.CancelledError) and not cancelled_from_inside():
@@ -289,3 +343,13 @@ class BrokerWatch:
                 self.check_failures_total += 1
                 log.info("outbox.broker_watch_unavailable", error=str(exc) or type(exc).__name__)
             await sleep_unless_stopped(stop, self._interval)
+
+
+async def _published_since(conn: Connection, checked: _Checked) -> tuple[_Checked, list[str]]:
+    """What the passes after `checked` published: the checks' new state, and the topics whose offsets began
+    again below the rows checked before or below each other."""
+    rows = await conn.fetch(_PUBLISHED_SINCE, checked.up_to_pass, *checked.places())
+    last = dict(checked.last)
+    last.update({(r["topic"], r["partition"]): _Placed(r["id"], r["offset"], bytes(r["value"])) for r in rows})
+    up_to_pass = max([checked.up_to_pass, *(r["published_pass"] for r in rows)])
+    return _Checked(up_to_pass, last), sorted({r["topic"] for r in rows if r["began_again"]})
