@@ -136,8 +136,8 @@ class BrokerQuestions:
             cluster = await client.fetch_all_metadata()
             while pending:
                 leaders = {tp: cluster.leader_for_partition(tp) for tp in pending}
-                # A partition the broker lacks, or one without a leader, holds nothing.
-                pending = {tp: offset for tp, offset in pending.items() if (leaders[tp] or -1) >= 0}
+                # A partition the broker lacks (None), or one without a leader (-1), holds nothing. Node 0 is a node.
+                pending = {tp: offset for tp, offset in pending.items() if _is_node(leaders[tp])}
                 if not pending:
                     break
                 by_leader: dict[int, dict[str, list[tuple[int, int, int]]]] = {}
@@ -194,6 +194,10 @@ class BrokerQuestions:
 
 
 _FETCH_PARTITION_BYTES = 1 << 20
+
+
+def _is_node(leader: int | None) -> bool:
+    return leader is not None and leader >= 0
 
 
 def _records(data: bytes | None) -> dict[int, bytes | None] | None:
