@@ -7,13 +7,19 @@ compares what its outbox says it published (the partition and offset of each row
 - a topic that vanished, or a partition that no longer holds, at the offset the broker gave it, the
   last of our rows not yet known safe (empty there, or another record), means the broker lost records:
   every row of that topic after its safe point is marked for publishing again (`common.redrive`), and
-  the relay sends them in their original order;
+  the relay sends them in their original order; so do offsets that stopped rising with our rows in the
+  order they were published (after a broker restart, new rows can land on the very offsets of lost ones);
 - otherwise the topic's safe point moves forward: the highest outbox id up to which every consumer of
   the topic (`common.topics.consumers_of`) has committed an offset past the row. A consumer group that
   has committed nothing holds the safe point where it is, so nothing it has not seen is ever skipped.
 
 Consumers whose offsets vanished read from the earliest record (the consumer runner's reset policy)
 and their inboxes absorb the repeats. The same pass forgets published rows older than the retention.
+
+A watch's first check, and its next after a re-drive or a purge, reads every row not yet known safe; each
+other check reads only the passes published since the check before, and remembers, per partition, the last
+row not yet known safe (`_Checked`). The broker is asked on one client kept between checks
+(`common.kafka.BrokerQuestions`).
 """
 
 from __future__ import annotations
