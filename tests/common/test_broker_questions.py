@@ -16,13 +16,12 @@ async def test_the_record_at_each_offset_is_read_back_and_an_offset_past_the_log
     async with BrokerQuestions(stack.bootstrap) as broker:
         partitions = await broker.partitions([topic, f"{isolation}.absent"])
         assert partitions == {topic: [0, 1]}  # a topic the broker lacks is not in the answer, and not created
-        [holding] = [p for p in (0, 1) if (await broker.records_at({TopicPartition(topic, p): 0}))[
-            TopicPartition(topic, p)] is not None]
-        tp = TopicPartition(topic, holding)
-        other = TopicPartition(topic, 1 - holding)
-        found = await broker.records_at({tp: 1, other: 0}, wait_seconds=1.0)
-        assert found == {tp: b"second", other: None}
-        assert (await broker.records_at({TopicPartition(topic, holding): 7}, wait_seconds=1.0)) == {tp: None}
+        at_start = await broker.records_at({TopicPartition(topic, p): 0 for p in (0, 1)}, wait_seconds=1.0)
+        [tp] = [t for t, value in at_start.items() if value is not None]  # the partition the key went to
+        [other] = [t for t in at_start if t != tp]
+        assert at_start[tp] == b"first"
+        assert await broker.records_at({tp: 1, other: 0}, wait_seconds=1.0) == {tp: b"second", other: None}
+        assert await broker.records_at({tp: 7}, wait_seconds=1.0) == {tp: None}  # past the log's end
         assert (await broker.records_at({TopicPartition(topic, 5): 0}, wait_seconds=1.0)) == {
             TopicPartition(topic, 5): None  # no such partition
         }
