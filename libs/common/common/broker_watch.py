@@ -36,8 +36,8 @@ import structlog
 from aiokafka import TopicPartition
 
 from common.aio import cancelled_from_inside, sleep_unless_stopped, within
-from common.db import Connection
-from common.kafka import BrokerQuestions
+from common.db import Connection, unnest_columns
+from common.kafka import BrokerQuestions, partitions_in
 from common.outbox import relay_lock
 from common.redrive import mark_after_safe_points
 from common.topics import TopicNames
@@ -149,10 +149,9 @@ class _Checked:
     up_to_pass: int
     last: dict[tuple[str, int], _Placed]
 
-    def places(self) -> tuple[list[str], list[int], list[int]]:
+    def places(self) -> list[list[object]]:
         """The last rows' topics, partitions and offsets, as three arrays."""
-        keys = list(self.last)
-        return [t for t, _ in keys], [p for _, p in keys], [self.last[key].offset for key in keys]
+        return unnest_columns(((t, p, placed.offset) for (t, p), placed in self.last.items()), width=3)
 
     def not_yet_safe(self, safe_ids: Mapping[str, int]) -> _Checked:
         last = {key: placed for key, placed in self.last.items() if placed.id > safe_ids.get(key[0], 0)}
@@ -275,9 +274,8 @@ class BrokerWatch:
         """Is each row the broker last acknowledged still where it said? Returns the losses, and each
         surviving topic's partitions."""
         physical = self._topics.physical
-        partitions = await within(
-            BROKER_TIMEOUT_SECONDS, self._broker.partitions({physical(t) for t, _ in last})
-        )
+        cluster = await within(BROKER_TIMEOUT_SECONDS, self._broker.metadata())
+        partitions = partitions_in(cluster, {physical(t) for t, _ in last})
         losses: dict[str, Loss] = {}
         positions: dict[TopicPartition, int] = {}
         for (topic, partition), placed in last.items():
@@ -287,7 +285,7 @@ class BrokerWatch:
                 losses[topic] = Loss(topic, f"partition {partition} is gone")
             else:
                 positions[TopicPartition(physical(topic), partition)] = placed.offset
-        held = await within(BROKER_TIMEOUT_SECONDS, self._broker.records_at(positions))
+        held = await within(BROKER_TIMEOUT_SECONDS, self._broker.records_at(positions, cluster=cluster))
         for tp, value in sorted(held.items()):
             topic = self._topics.logical(tp.topic)
             expected = last[(topic, tp.partition)].value

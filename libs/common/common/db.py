@@ -44,9 +44,19 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def unnest_columns(rows: Iterable[Sequence[object]]) -> list[list[object]]:
-    """Rows as the arrays a set-wise statement's `unnest($1::t[], $2::u[], ...)` takes, one per column."""
-    return [list(column) for column in zip(*rows, strict=True)]
+def unnest_columns(rows: Iterable[Sequence[object]], width: int | None = None) -> list[list[object]]:
+    """Rows as the arrays a set-wise statement's `unnest($1::t[], $2::u[], ...)` takes, one per column.
+
+    No rows give no columns unless `width` says how many: a statement given none fails with "the server expects 4
+    arguments for this query, 1 was passed", which does not say why. Callers whose rows may be none pass it."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    if width is None:
+        if not columns:
+            raise ValueError("no rows to unnest: pass width= where there may be none")
+        return columns
+    if columns and len(columns) != width:
+        raise ValueError(f"rows of {len(columns)} columns where {width} were expected")
+    return columns or [[] for _ in range(width)]
 
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")

@@ -10,15 +10,19 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka import errors as Errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient, ConnectionGroup, CoordinationType
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.conn import AIOKafkaConnection, CloseReason
 from aiokafka.errors import (
     KafkaError,
     NodeNotReadyError,
+    NoError,
+    OffsetOutOfRangeError,
     RequestTimedOutError,
     TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+    for_code,
 )
 from aiokafka.protocol.admin import CreateTopicsRequest
 from aiokafka.protocol.commit import OffsetFetchRequest
@@ -108,24 +112,26 @@ class BrokerQuestions:
                 await client.close()
             raise
 
-    async def partitions(self, topics: Iterable[str]) -> dict[str, list[int]]:
-        """The partitions of each of `topics` the broker has; a topic it lacks is absent from the answer.
-
-        Metadata for every topic is asked: a request naming a missing topic may create it."""
+    async def metadata(self) -> ClusterMetadata:
+        """The broker's metadata for every topic (a request naming a missing topic may create it)."""
         async with self._asking() as client:
-            cluster = await client.fetch_all_metadata()
-        present = cluster.topics()
-        return {t: sorted(cluster.partitions_for_topic(t) or ()) for t in set(topics) if t in present}
+            return await client.fetch_all_metadata()
+
+    async def partitions(self, topics: Iterable[str]) -> dict[str, list[int]]:
+        """The partitions of each of `topics` the broker has; a topic it lacks is absent from the answer."""
+        return partitions_in(await self.metadata(), topics)
 
     async def records_at(
-        self, positions: Mapping[TopicPartition, int], wait_seconds: float = 3.0
+        self, positions: Mapping[TopicPartition, int], wait_seconds: float = 3.0, *,
+        cluster: ClusterMetadata | None = None,
     ) -> dict[TopicPartition, bytes | None]:
         """The value of the record at each (partition, offset), or None where the broker has none there.
 
         Reading the record itself, rather than comparing log-end offsets, is deliberate: Tansu answers a
         ListOffsets(latest) with the last batch's base offset + 1, below the true end of the log. A partition
         answered with no records is asked again (each fetch waits up to half a second for one) until
-        `wait_seconds` have passed."""
+        `wait_seconds` have passed. Each partition is asked of its leader in `cluster` (the metadata the caller
+        just read), or in metadata read now."""
         found: dict[TopicPartition, bytes | None] = dict.fromkeys(positions)
         pending = dict(positions)
         if not pending:
@@ -133,7 +139,8 @@ class BrokerQuestions:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         async with self._asking() as client:
-            cluster = await client.fetch_all_metadata()
+            if cluster is None:
+                cluster = await client.fetch_all_metadata()
             while pending:
                 leaders = {tp: cluster.leader_for_partition(tp) for tp in pending}
                 # A partition the broker lacks (None), or one without a leader (-1), holds nothing. Node 0 is a node.
@@ -156,10 +163,10 @@ class BrokerQuestions:
                             tp = TopicPartition(topic, partition)
                             if tp not in pending:
                                 continue
-                            error = Errors.for_code(error_code)
-                            if error is Errors.OffsetOutOfRangeError:  # the log ends before that offset
+                            error = for_code(error_code)
+                            if error is OffsetOutOfRangeError:  # the log ends before that offset
                                 del pending[tp]
-                            elif error is not Errors.NoError:
+                            elif error is not NoError:
                                 raise error()
                             elif (held := _records(part_data[-1])) is not None:
                                 found[tp] = held.get(pending.pop(tp))
@@ -181,19 +188,25 @@ class BrokerQuestions:
                 coordinator, OffsetFetchRequest(group, list(by_topic.items())), group=ConnectionGroup.COORDINATION
             )
         if error_code := getattr(response, "error_code", 0):
-            raise Errors.for_code(error_code)()
+            raise for_code(error_code)()
         found: dict[TopicPartition, int | None] = dict.fromkeys(partitions)
         for topic, answers in response.topics:
             for partition, offset, _metadata, error_code in answers:
-                error = Errors.for_code(error_code)
-                if error is Errors.NoError:
+                error = for_code(error_code)
+                if error is NoError:
                     found[TopicPartition(topic, partition)] = offset if offset >= 0 else None  # -1: none
-                elif error is not Errors.UnknownTopicOrPartitionError:
+                elif error is not UnknownTopicOrPartitionError:
                     raise error()
         return found
 
 
 _FETCH_PARTITION_BYTES = 1 << 20
+
+
+def partitions_in(cluster: ClusterMetadata, topics: Iterable[str]) -> dict[str, list[int]]:
+    """The partitions of each of `topics` in the broker's metadata; a topic it lacks is absent from the answer."""
+    present = cluster.topics()
+    return {t: sorted(cluster.partitions_for_topic(t) or ()) for t in set(topics) if t in present}
 
 
 def _is_node(leader: int | None) -> bool:
